@@ -1,0 +1,94 @@
+"""Configuration from environment variables (prefix ``STREAM_APP_``).
+
+One place for every setting; docs/configuration.md documents each field and
+tests/unit/test_config_doc.py keeps that reference in step with this class.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAM_APP_", extra="ignore")
+
+    # --- Kafka -----------------------------------------------------------
+    kafka_bootstrap: str = Field(
+        "127.0.0.1:9092", description="Kafka bootstrap servers, comma separated host:port."
+    )
+    app_id: str = Field(
+        "stream-app",
+        description="Consumer group and Faust app id; workers sharing it split the partitions.",
+    )
+    topic_tickets: str = Field("cs.tickets", description="Ticket events topic (key: ticket id).")
+    topic_activity: str = Field(
+        "cs.activity", description="Login/session/feature activity topic (key: user id)."
+    )
+    topic_subscriptions: str = Field(
+        "cs.subscriptions", description="Subscription and payment events topic (key: account id)."
+    )
+    topic_surveys: str = Field(
+        "cs.surveys", description="Survey response events topic (key: response id)."
+    )
+    topic_deadletter: str = Field(
+        "cs.deadletter",
+        description="Dead-letter topic: original bytes of rejected events, reason in headers.",
+    )
+    topic_partitions: int = Field(
+        4, ge=1, description="Partitions of every input topic (and of table changelogs)."
+    )
+    topic_replication: int = Field(1, ge=1, description="Replication factor for created topics.")
+
+    # --- Redis / state ---------------------------------------------------
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL for table state.")
+    store: str = Field(
+        "redis",
+        description="Table store: 'redis' (state in Redis at redis_url) or 'memory' "
+        "(in-process only, replays the changelog on start; for tests and demos).",
+    )
+
+    # --- Web / exposition --------------------------------------------------
+    web_host: str = Field("0.0.0.0", description="Address the worker's HTTP server binds.")
+    web_port: int = Field(
+        6066, ge=0, le=65535, description="Worker HTTP port: /metrics, /healthz, /readyz."
+    )
+
+    # --- Ingest ----------------------------------------------------------
+    max_event_bytes: int = Field(
+        64 * 1024, ge=256, description="Events larger than this are dead-lettered unread."
+    )
+    max_future_skew_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="Events timestamped further than this in the future are rejected.",
+    )
+    log_level: str = Field("info", description="Worker log level.")
+
+    def input_topics(self) -> dict[str, str]:
+        """Event family name -> topic name."""
+        return {
+            "ticket": self.topic_tickets,
+            "activity": self.topic_activity,
+            "subscription": self.topic_subscriptions,
+            "survey": self.topic_surveys,
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reference_table() -> str:
+    """The settings table of docs/configuration.md (``python -m stream_app.config``)."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for name, field in Settings.model_fields.items():
+        rows.append(f"| `STREAM_APP_{name.upper()}` | `{field.default}` | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(reference_table(), end="")
