@@ -1,0 +1,226 @@
+"""The Faust worker: one ingest agent per input topic, dead-lettering, HTTP endpoints.
+
+This module is the thin shell. Decoding and validation live in
+``stream_app.events``; metric state and math live in ``stream_app.core``;
+what is exposed lives in ``stream_app.exposition``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+
+from .config import Settings
+from .events import EventRejected, decode_event
+from .exposition import CallbackCollector, PipelineMetrics, render, worker_state_families
+
+log = logging.getLogger(__name__)
+
+# Header names on dead-lettered messages (values are UTF-8 bytes).
+DLQ_REASON = "x-reject-reason"
+DLQ_DETAIL = "x-reject-detail"
+DLQ_TOPIC = "x-source-topic"
+DLQ_PARTITION = "x-source-partition"
+DLQ_OFFSET = "x-source-offset"
+
+# Called with each valid event and the partition it came from. Later work plugs
+# the metric processors in here; ingest alone only counts.
+EventHandler = Callable[[Any, int], Any]
+
+
+class StreamWorker:
+    """Builds the Faust app for one worker process from Settings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        handlers: dict[str, EventHandler] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.pipeline = PipelineMetrics(self.registry)
+        self.handlers = handlers or {}
+        self.started_at = time.time()
+        self.app = self._make_app()
+        self._install_faust_sensors()
+        self.deadletter = self.app.topic(
+            settings.topic_deadletter,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.topic_partitions,
+        )
+        self.input_topics = settings.input_topics()
+        for family, topic_name in self.input_topics.items():
+            self._add_ingest_agent(family, topic_name)
+        self.pipeline.prime(self.input_topics.values())
+        self.registry.register(CallbackCollector(self._worker_families))
+        self._add_pages()
+
+    # --- construction -----------------------------------------------------
+
+    def _make_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.app_id,
+            broker=f"kafka://{s.kafka_bootstrap.replace(',', ';kafka://')}",
+            store="memory://",
+            web_host=s.web_host,
+            web_port=s.web_port,
+            web_enabled=True,
+            topic_partitions=s.topic_partitions,
+            topic_replication_factor=s.topic_replication,
+            # Input topics are declared by stream_app.topics with the right
+            # partition count; Faust declares only its own changelogs.
+            topic_allow_declare=True,
+            # Redis (or the changelog) is the recovery path; a standby copy
+            # would double memory for nothing.
+            table_standby_replicas=0,
+            processing_guarantee="at_least_once",
+            consumer_auto_offset_reset="earliest",
+            producer_acks=-1,
+        )
+        return app
+
+    def _install_faust_sensors(self) -> None:
+        # Faust's own engine metrics (messages, commit latency, per-partition end
+        # and committed offsets for consumer lag) on our registry, without
+        # setup_prometheus_sensors' page: /metrics is served below.
+        metrics = FaustMetrics.create(self.registry, "stream_app_faust")
+        self.app.monitor = PrometheusMonitor(metrics=metrics)
+
+    def _add_ingest_agent(self, family: str, topic_name: str) -> None:
+        topic = self.app.topic(
+            topic_name,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=self.settings.topic_partitions,
+        )
+        handler = self.handlers.get(family)
+
+        async def ingest(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                await self._ingest_one(event, family, topic_name, handler)
+
+        # One agent per topic, concurrency 1: faust #606 commits past in-flight
+        # messages with concurrency > 1. Scale with partitions and workers instead.
+        self.app.agent(topic, name=f"stream_app.ingest.{family}", concurrency=1)(ingest)
+
+    # --- the hot path -----------------------------------------------------
+
+    async def _ingest_one(
+        self, event: faust.EventT, family: str, topic_name: str, handler: EventHandler | None
+    ) -> None:
+        now = time.time()
+        self.pipeline.observe_consumed(topic_name, now)
+        raw = event.value if isinstance(event.value, bytes | bytearray) else b""
+        s = self.settings
+        try:
+            decoded = decode_event(
+                bytes(raw),
+                max_bytes=s.max_event_bytes,
+                expected_family=family,
+                now=now,
+                max_future_skew=s.max_future_skew_seconds,
+            )
+            key = event.key
+            if key is not None and key != decoded.subject.encode():
+                # Events of one entity must share a partition, or per-entity
+                # state splits across workers.
+                raise EventRejected("key_mismatch", "message key differs from subject")
+        except EventRejected as rejected:
+            await self._dead_letter(event, topic_name, rejected.reason, rejected.detail)
+            return
+        self.pipeline.observe_valid(topic_name, decoded.type, decoded.ts, now)
+        if handler is None:
+            return
+        try:
+            await handler(decoded, event.message.partition)
+        except Exception as exc:  # noqa: BLE001 - a bad event must never stop the worker
+            log.exception("processing failed for %s event id=%s", decoded.type, decoded.id)
+            await self._dead_letter(
+                event, topic_name, "processing_error", f"{type(exc).__name__} while processing"
+            )
+
+    async def _dead_letter(
+        self, event: faust.EventT, topic_name: str, reason: str, detail: str
+    ) -> None:
+        self.pipeline.invalid.labels(topic_name, reason).inc()
+        msg = event.message
+        headers = [
+            (DLQ_REASON, reason.encode()),
+            (DLQ_DETAIL, detail.encode()),
+            (DLQ_TOPIC, topic_name.encode()),
+            (DLQ_PARTITION, str(msg.partition).encode()),
+            (DLQ_OFFSET, str(msg.offset).encode()),
+        ]
+        raw = event.value if isinstance(event.value, bytes | bytearray) else None
+        await self.deadletter.send(key=event.key, value=raw, headers=headers)
+        self.pipeline.deadlettered.labels(topic_name, reason).inc()
+        log.info(
+            "dead-lettered %s[%s]@%s: %s (%s)", topic_name, msg.partition, msg.offset, reason, detail
+        )
+
+    # --- health and exposition ----------------------------------------------
+
+    def is_ready(self) -> bool:
+        # Faust starts the web server only after the first table recovery, so
+        # answering at all means the worker got that far; after that, ready
+        # drops while a rebalance or its recovery runs.
+        app = self.app
+        return (
+            not app.rebalancing
+            and not getattr(app, "in_recovery", False)
+            and app.tables.recovery.completed.is_set()
+        )
+
+    def is_healthy(self) -> bool:
+        # The web server only answers from a running event loop; the worker is
+        # unhealthy once it crashed or is shutting down.
+        return not self.app.should_stop
+
+    def assigned_partitions(self) -> dict[str, int]:
+        counts = {topic: 0 for topic in self.input_topics.values()}
+        try:
+            assignment = self.app.consumer.assignment()
+        except Exception:  # consumer not started yet
+            return counts
+        for tp in assignment:
+            if tp.topic in counts:
+                counts[tp.topic] += 1
+        return counts
+
+    def _worker_families(self):
+        return worker_state_families(
+            self.settings.app_id, self.is_ready(), self.assigned_partitions(), self.started_at
+        )
+
+    def _add_pages(self) -> None:
+        worker = self
+
+        @self.app.page("/metrics")
+        async def metrics(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            # aiohttp refuses a charset in content_type=, so set the header itself.
+            return web_view.bytes(render(worker.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        @self.app.page("/healthz")
+        async def healthz(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            ok = worker.is_healthy()
+            return web_view.json({"status": "ok" if ok else "failing"}, status=200 if ok else 503)
+
+        @self.app.page("/readyz")
+        async def readyz(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            ready = worker.is_ready()
+            body = {
+                "status": "ready" if ready else "not ready",
+                "assigned_partitions": worker.assigned_partitions(),
+                "rebalancing": bool(worker.app.rebalancing),
+            }
+            return web_view.json(body, status=200 if ready else 503)

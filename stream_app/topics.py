@@ -1,0 +1,67 @@
+"""Declares the project's Kafka topics before any worker or producer uses them.
+
+Brokers should run with auto topic creation off: an auto-created topic gets the
+broker's default partition count, and Faust then refuses to start because the
+table changelogs do not match the source topic (PartitionsMismatch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+# Kafka error codes in CreateTopics responses.
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [*settings.input_topics().values(), settings.topic_deadletter]
+
+
+async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, int]:
+    """Create missing topics; return topic -> partition count as the broker has them.
+
+    Retries the connection for a while, so a worker started together with its
+    broker (compose, the demo) waits for it instead of crash-looping.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    for attempt in range(attempts):
+        try:
+            await admin.start()
+            break
+        except KafkaConnectionError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(1.0)
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, settings.topic_partitions, settings.topic_replication)
+            for name in topic_names(settings)
+            if name not in existing
+        ]
+        if wanted:
+            response = await admin.create_topics(wanted)
+            for name, code, *_ in response.topic_errors:
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise RuntimeError(f"cannot create topic {name!r}: Kafka error code {code}")
+            log.info("created topics %s", ", ".join(t.name for t in wanted))
+        described = await admin.describe_topics(topic_names(settings))
+        partitions = {d["topic"]: len(d["partitions"]) for d in described}
+    finally:
+        await admin.close()
+    for name in settings.input_topics().values():
+        if partitions.get(name) != settings.topic_partitions:
+            # Faust would stop with PartitionsMismatch later; say why now.
+            raise RuntimeError(
+                f"topic {name!r} has {partitions.get(name)} partitions but "
+                f"STREAM_APP_TOPIC_PARTITIONS={settings.topic_partitions}"
+            )
+    return partitions
