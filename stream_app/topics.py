@@ -53,7 +53,13 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, 
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     raise RuntimeError(f"cannot create topic {name!r}: Kafka error code {code}")
             log.info("created topics %s", ", ".join(t.name for t in wanted))
-        described = await admin.describe_topics(topic_names(settings))
+        # Wait for leaders: producing right after creation otherwise logs
+        # NotLeaderForPartition retries.
+        for _ in range(100):
+            described = await admin.describe_topics(topic_names(settings))
+            if all(p["leader"] >= 0 for d in described for p in d["partitions"]):
+                break
+            await asyncio.sleep(0.1)
         partitions = {d["topic"]: len(d["partitions"]) for d in described}
     finally:
         await admin.close()
