@@ -1,0 +1,87 @@
+"""Shared fixtures.
+
+Integration tests get the real local stack (Kafka + Redis processes, see
+stream_app/stack.py and docs/local-stack.md) through the session-scoped
+``stack`` fixture: it starts on first request, so a run of unit tests alone
+starts nothing and needs no server. If the stack cannot start, every test
+that requested it errors with the service's log tail: never skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+
+import pytest
+
+_STACK_FIXTURES = {"stack", "redis_client", "create_topics", "new_topic"}
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    # A test that uses the stack is an integration test even if its author forgot the
+    # marker, so `-m "not integration"` reliably runs server-free tests only.
+    for item in items:
+        if _STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Iterator["LocalStack"]:  # noqa: F821
+    """A started ``stream_app.stack.LocalStack`` shared by the session.
+
+    ``.bootstrap``, ``.redis_url``, ``.env()``, ``.kafka`` / ``.redis``
+    (``restart()``, ``kill()``), ``.create_topics(...)``. Its work dir (configs,
+    data, ``kafka/kafka.log``, ``redis/redis.log``) stays under pytest's basetemp
+    for inspection after a failure. Tests share it: use unique topic names,
+    consumer groups and Redis keys (see ``new_topic`` / ``redis_client``), and
+    leave it running if you restart a service.
+    """
+    from stream_app.stack import LocalStack
+
+    local = LocalStack(tmp_path_factory.mktemp("stack"))
+    local.start()  # StackError (with log tails) -> setup error, cached for the session
+    try:
+        yield local
+    finally:
+        local.stop()
+
+
+@pytest.fixture
+def redis_client(stack):
+    """Synchronous ``redis.Redis`` on the stack's db 0, flushed before each test."""
+    import redis
+
+    client = redis.Redis.from_url(stack.redis_url)
+    client.flushdb()
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def create_topics(stack) -> Callable[..., list[str]]:
+    """``create_topics(names, partitions=1, config=None) -> names``: exact names, waits for leaders."""
+
+    def create(names, *, partitions: int = 1, config: Mapping[str, object] | None = None) -> list[str]:
+        if isinstance(names, str):
+            names = [names]
+        return stack.create_topics(names, partitions=partitions, config=config)
+
+    return create
+
+
+@pytest.fixture
+def new_topic(request, stack) -> Callable[..., str]:
+    """``new_topic(prefix="t", partitions=1, config=None) -> name``: a topic unique to this call."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", request.node.name)[:80]
+    counter = itertools.count()
+
+    def make(prefix: str = "t", *, partitions: int = 1, config: Mapping[str, object] | None = None) -> str:
+        name = f"{prefix}.{base}.{next(counter)}.{uuid.uuid4().hex[:8]}"
+        stack.create_topics([name], partitions=partitions, config=config)
+        return name
+
+    return make
