@@ -1,0 +1,820 @@
+"""``redis://`` table store for faust-streaming.
+
+Working state lives in process memory as plain Python objects (like Faust's
+``memory://`` store), so a table access never waits on the network. A
+background flusher writes the keys changed since the last flush to Redis, one
+hash per (table, partition), and in the same atomic step the changelog offset
+that the flushed data covers. On assignment a partition is loaded from Redis
+and Faust's recovery replays only the changelog records after that offset.
+
+Layout, consistency argument and limits: docs/state-store.md.
+
+Structure: ``PartitionedState`` is the plain-Python core (no Faust, no Redis:
+unit tested directly); ``RedisStore`` is the Faust/Redis shell around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mode import Service
+from yarl import URL
+
+from faust.exceptions import ImproperlyConfigured
+from faust.stores import base
+from faust.streams import current_event
+from faust.types import TP, AppT, CollectionT, EventT
+
+__all__ = [
+    "PartitionedState",
+    "PartitionSnapshot",
+    "RedisStore",
+    "RedisStoreStats",
+    "RedisKeys",
+    "FLUSH_SCRIPT",
+]
+
+log = logging.getLogger(__name__)
+
+_MISSING = object()
+
+
+# --------------------------------------------------------------------------
+# Functional core
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class PartitionSnapshot:
+    """What one flush writes for one partition (already encoded)."""
+
+    partition: int
+    sets: list[tuple[bytes, bytes]]
+    deletes: list[bytes]
+    offset: int | None  # changelog offset covered by the data; None = none known
+    full: bool  # rewrite: drop the partition's hash first, then write every key
+    keys: set  # the decoded keys taken out of the dirty set (restored on failure)
+
+
+class PartitionedState:
+    """In-memory table contents tracked per partition, with dirty sets and offsets.
+
+    ``data`` is a plain dict (the hot path for reads); every write goes through
+    :meth:`set` / :meth:`delete` / :meth:`apply` so that the key's partition,
+    the partition's dirty set and the changelog offset stay in step.
+    Only *owned* partitions (active on this worker) are flushed; others
+    (standby replicas) live in memory only.
+    """
+
+    def __init__(self) -> None:
+        self.data: dict[Any, Any] = {}
+        self.key_partition: dict[Any, int] = {}
+        self.partition_keys: dict[int, set] = {}
+        self.dirty: dict[int, set] = {}
+        self.offsets: dict[int, int] = {}  # latest changelog offset reflected in memory
+        self.flushed_offsets: dict[int, int] = {}  # offset last written to Redis
+        self.owned: set[int] = set()
+        self.full_rewrite: set[int] = set()
+
+    # -- writes -------------------------------------------------------------
+    def set(self, key: Hashable, value: Any, partition: int) -> None:
+        old = self.key_partition.get(key)
+        if old is not None and old != partition:
+            # Same key written from another partition (table not keyed like its
+            # source topic): it moves, so the old partition's hash must drop it.
+            self.partition_keys[old].discard(key)
+            self._mark(old, key)
+        self.data[key] = value
+        self.key_partition[key] = partition
+        keys = self.partition_keys.get(partition)
+        if keys is None:
+            keys = self.partition_keys[partition] = set()
+        keys.add(key)
+        self._mark(partition, key)
+
+    def delete(self, key: Hashable, partition: int | None = None) -> bool:
+        """Remove ``key``; returns whether it existed."""
+        existed = key in self.data
+        if existed:
+            del self.data[key]
+        old = self.key_partition.pop(key, None)
+        if old is not None:
+            self.partition_keys[old].discard(key)
+            self._mark(old, key)
+        if partition is not None and partition != old:
+            self._mark(partition, key)
+        return existed
+
+    def apply(self, key: Hashable, value: Any, partition: int, offset: int | None, deleted: bool) -> None:
+        """One changelog record (recovery): full value or tombstone, in log order."""
+        if deleted:
+            self.delete(key, partition)
+        else:
+            self.set(key, value, partition)
+        if offset is not None:
+            self.note_offset(partition, offset)
+
+    def note_offset(self, partition: int, offset: int) -> None:
+        cur = self.offsets.get(partition)
+        if cur is None or offset > cur:
+            self.offsets[partition] = offset
+
+    def _mark(self, partition: int, key: Hashable) -> None:
+        d = self.dirty.get(partition)
+        if d is None:
+            d = self.dirty[partition] = set()
+        d.add(key)
+
+    # -- partitions ---------------------------------------------------------
+    def partition_of(self, key: Hashable) -> int | None:
+        return self.key_partition.get(key)
+
+    def keys_of(self, partition: int) -> list:
+        return list(self.partition_keys.get(partition, ()))
+
+    def drop_partition(self, partition: int) -> int:
+        """Forget a partition's keys, dirty set and offsets; returns keys dropped."""
+        keys = self.partition_keys.pop(partition, set())
+        for key in keys:
+            if self.key_partition.get(key) == partition:
+                del self.key_partition[key]
+                self.data.pop(key, None)
+        self.dirty.pop(partition, None)
+        self.offsets.pop(partition, None)
+        self.flushed_offsets.pop(partition, None)
+        self.full_rewrite.discard(partition)
+        self.owned.discard(partition)
+        return len(keys)
+
+    def load_partition(self, partition: int, items: Iterable[tuple[Any, Any]], offset: int | None) -> int:
+        """Install a partition read from Redis (clean: nothing dirty). Returns keys loaded."""
+        self.drop_partition(partition)
+        self.owned.add(partition)
+        keys = self.partition_keys[partition] = set()
+        n = 0
+        for key, value in items:
+            other = self.key_partition.get(key)
+            if other is not None and other != partition:
+                self.partition_keys[other].discard(key)
+            self.data[key] = value
+            self.key_partition[key] = partition
+            keys.add(key)
+            n += 1
+        if offset is None:
+            # No offset stored: whatever the hash holds is not a usable snapshot
+            # (fresh, wiped or half-rewritten). Faust replays the whole changelog
+            # and the first flush replaces the hash wholesale.
+            self.full_rewrite.add(partition)
+        else:
+            self.offsets[partition] = offset
+            self.flushed_offsets[partition] = offset
+        return n
+
+    def require_full_rewrite(self, partition: int) -> None:
+        self.full_rewrite.add(partition)
+
+    # -- flushing -------------------------------------------------------------
+    def begin(self, partition: int) -> PartitionSnapshot | None:
+        """Take the partition's pending keys and its offset at one instant (sync).
+
+        Returns None when there is nothing to write. Values are read later, by
+        :meth:`encode`; a value changed in between is newer than the offset,
+        which is safe (docs/state-store.md), and its key is dirty again anyway.
+        """
+        full = partition in self.full_rewrite
+        offset = self.offsets.get(partition)
+        dirty = self.dirty.pop(partition, None) or set()
+        if not full and not dirty and offset == self.flushed_offsets.get(partition):
+            return None
+        if full:
+            dirty |= self.partition_keys.get(partition, set())
+        return PartitionSnapshot(partition, [], [], offset, full, dirty)
+
+    def encode(
+        self,
+        partition: int,
+        keys: Iterable,
+        encode_key: Callable[[Any], bytes],
+        encode_value: Callable[[Any], bytes],
+    ) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
+        """Current state of ``keys`` in ``partition``: (field, value) sets and field deletes."""
+        sets: list[tuple[bytes, bytes]] = []
+        deletes: list[bytes] = []
+        data, kp = self.data, self.key_partition
+        for key in keys:
+            value = data.get(key, _MISSING) if kp.get(key) == partition else _MISSING
+            if value is _MISSING:
+                deletes.append(encode_key(key))
+            else:
+                sets.append((encode_key(key), encode_value(value)))
+        return sets, deletes
+
+    def snapshot(
+        self,
+        partition: int,
+        encode_key: Callable[[Any], bytes],
+        encode_value: Callable[[Any], bytes],
+    ) -> PartitionSnapshot | None:
+        """:meth:`begin` + :meth:`encode` of every key, in one synchronous step."""
+        snap = self.begin(partition)
+        if snap is not None:
+            snap.sets, snap.deletes = self.encode(partition, snap.keys, encode_key, encode_value)
+        return snap
+
+    def flushed(self, snap: PartitionSnapshot) -> None:
+        if snap.partition not in self.owned:
+            return
+        if snap.offset is not None:
+            self.flushed_offsets[snap.partition] = snap.offset
+        if snap.full:
+            self.full_rewrite.discard(snap.partition)
+
+    def restore(self, snap: PartitionSnapshot) -> None:
+        """A flush failed: its keys are dirty again (unless the partition left)."""
+        if snap.partition in self.owned and snap.keys:
+            self._mark_many(snap.partition, snap.keys)
+
+    def _mark_many(self, partition: int, keys: Iterable) -> None:
+        d = self.dirty.get(partition)
+        if d is None:
+            d = self.dirty[partition] = set()
+        d.update(keys)
+
+    def dirty_count(self) -> int:
+        return sum(len(d) for p, d in self.dirty.items() if p in self.owned)
+
+    def keys_per_partition(self) -> dict[int, int]:
+        return {p: len(k) for p, k in sorted(self.partition_keys.items())}
+
+
+# --------------------------------------------------------------------------
+# Redis layout and the atomic flush script
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    """Redis key names for one table."""
+
+    prefix: str
+    table: str
+
+    def data(self, partition: int) -> str:
+        return f"{self.prefix}:{self.table}:{partition}"
+
+    @property
+    def offsets(self) -> str:
+        return f"{self.prefix}:{self.table}:offsets"
+
+    @property
+    def owners(self) -> str:
+        return f"{self.prefix}:{self.table}:owners"
+
+    @property
+    def pattern(self) -> str:
+        return f"{self.prefix}:{self.table}:*"
+
+
+# One partition's flush chunk, atomically (a script rather than MULTI/EXEC so
+# the owner check and the writes are one step):
+#   KEYS: data hash, offsets hash, owners hash
+#   ARGV: partition, owner token, mode, offset ('' = leave), nsets, k1, v1, ..., then deletes
+#   mode 'f': first chunk of a full rewrite: drop hash and offset, claim ownership
+#   mode 'n': normal chunk: the partition must still be ours
+# Returns 0 ok, 1 ownership record missing (Redis wiped under us), 2 other owner.
+FLUSH_SCRIPT = """
+local owner = redis.call('HGET', KEYS[3], ARGV[1])
+if ARGV[3] == 'f' then
+  if owner and owner ~= ARGV[2] then return 2 end
+  redis.call('DEL', KEYS[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
+else
+  if not owner then return 1 end
+  if owner ~= ARGV[2] then return 2 end
+end
+local nsets = tonumber(ARGV[5])
+local i = 6
+for _ = 1, nsets do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+while i <= #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+  i = i + 1
+end
+if ARGV[4] ~= '' then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[4])
+end
+return 0
+"""
+
+FLUSH_OK, FLUSH_WIPED, FLUSH_FENCED = 0, 1, 2
+
+
+def script_args(partition: int, token: str, mode: str, offset: int | None, sets, dels) -> list:
+    args: list = [str(partition), token, mode, "" if offset is None else str(offset), str(len(sets))]
+    for k, v in sets:
+        args.append(k)
+        args.append(v)
+    args.extend(dels)
+    return args
+
+
+# --------------------------------------------------------------------------
+# Faust shell
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class RedisStoreStats:
+    table: str
+    partitions: list[int]
+    keys_per_partition: dict[int, int]
+    dirty_keys: int
+    flush_count: int
+    flush_errors: int
+    last_flush_seconds: float
+    last_flush_keys: int
+    last_flush_at: float | None
+    offsets: dict[int, int | None]  # offset last written to Redis per owned partition
+    loaded_keys: dict[int, int]  # keys read from Redis at the last assignment
+    replayed_records: dict[int, int]  # changelog records applied since the last assignment
+    fenced_partitions: list[int] = field(default_factory=list)
+
+
+_OPTION_KEYS = {
+    "prefix": str,
+    "flush_interval": float,
+    "scan_count": int,
+    "max_fields_per_call": int,
+    "producer_flush_timeout": float,
+}
+
+
+class RedisStore(base.Store):
+    """Faust table store: in-memory working state, flushed to Redis in batches.
+
+    URL: ``redis://[:password@]host:port/db?prefix=...&flush_interval=1.0``.
+    Query options (also accepted in the table's ``options=`` mapping, with or
+    without a ``redis_`` prefix): ``prefix`` (default ``faust:<app id>``),
+    ``flush_interval`` seconds (default 1.0), ``scan_count`` (HSCAN page, 1000),
+    ``max_fields_per_call`` (fields per atomic flush call, 10000),
+    ``producer_flush_timeout`` (seconds, 5.0; 0 disables the producer flush
+    before a snapshot).
+    """
+
+    def __init__(
+        self,
+        url: str | URL,
+        app: AppT,
+        table: CollectionT,
+        *,
+        options: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if getattr(table, "use_partitioner", False):
+            # The producer picks the changelog partition after the store call,
+            # so the store could not know which partition hash a key belongs to.
+            raise ImproperlyConfigured("RedisStore does not support tables with use_partitioner=True")
+        if getattr(table, "is_global", False):
+            raise ImproperlyConfigured("RedisStore does not support global tables")
+        super().__init__(url, app, table, options=options, **kwargs)
+        opts = self._parse_options(URL(url), options or {})
+        self.redis_url = str(URL(url).with_query(None))
+        self.prefix: str = opts.get("prefix") or f"faust:{app.conf.id}"
+        self.flush_interval: float = opts.get("flush_interval", 1.0)
+        self.scan_count: int = opts.get("scan_count", 1000)
+        self.max_fields_per_call: int = opts.get("max_fields_per_call", 10000)
+        self.producer_flush_timeout: float = opts.get("producer_flush_timeout", 5.0)
+        self.keys = RedisKeys(self.prefix, self.table_name)
+        self.mem = PartitionedState()
+        self.data = self.mem.data  # FastUserDict reads go straight to the dict
+        self._token = uuid.uuid4().hex  # ownership token of this store instance
+        self._fenced: set[int] = set()
+        self._client: Any = None
+        self._script: Any = None
+        self._lock: asyncio.Lock | None = None
+        self._wake: asyncio.Event | None = None
+        self._flush_count = 0
+        self._flush_errors = 0
+        self._last_flush_seconds = 0.0
+        self._last_flush_keys = 0
+        self._last_flush_at: float | None = None
+        self._loaded_keys: dict[int, int] = {}
+        self._replayed: dict[int, int] = {}
+        self._revoke_receiver_connected = False
+
+    @staticmethod
+    def _parse_options(url: URL, options: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, conv in _OPTION_KEYS.items():
+            for src in (url.query.get(name), options.get(name), options.get(f"redis_{name}")):
+                if src is not None:
+                    out[name] = conv(src)
+        return out
+
+    # -- lazily created loop-bound objects ------------------------------------
+    @property
+    def changelog_topic_name(self) -> str:
+        return self.table.changelog_topic_name  # type: ignore[attr-defined]
+
+    def _get_lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    def _get_wake(self) -> asyncio.Event:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        return self._wake
+
+    def _redis(self) -> Any:
+        if self._client is None:
+            import redis.asyncio as aioredis
+
+            self._client = aioredis.Redis.from_url(self.redis_url, decode_responses=False)
+            self._script = self._client.register_script(FLUSH_SCRIPT)
+        return self._client
+
+    # -- mapping interface (hot path: memory only) ----------------------------
+    def _partition_for_write(self, key: Any) -> int:
+        event = current_event()
+        if event is not None:
+            return event.message.partition
+        p = self.mem.partition_of(key)
+        if p is not None:  # e.g. Faust's window expiry deleting a known key
+            return p
+        raise TypeError("Cannot modify table key from outside of stream iteration")
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.mem.set(key, value, self._partition_for_write(key))
+
+    def __delitem__(self, key: Any) -> None:
+        if key not in self.mem.data:
+            raise KeyError(key)
+        event = current_event()
+        self.mem.delete(key, event.message.partition if event is not None else None)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for mapping in args:
+            items = mapping.items() if hasattr(mapping, "items") else mapping
+            for k, v in items:
+                self[k] = v
+        for k, v in kwargs.items():
+            self[k] = v
+
+    def clear(self) -> None:
+        for key in list(self.mem.data):
+            self.mem.delete(key)
+
+    def _clear(self) -> None:
+        self.clear()
+
+    # -- processor API --------------------------------------------------------
+    def partition_keys(self, partition: int) -> list:
+        """Keys currently held for ``partition`` (a copy; safe to iterate while writing)."""
+        return self.mem.keys_of(partition)
+
+    def partitions(self) -> list[int]:
+        """Partitions this worker owns (active) for this table."""
+        return sorted(self.mem.owned)
+
+    def stats(self) -> RedisStoreStats:
+        return RedisStoreStats(
+            table=self.table_name,
+            partitions=sorted(self.mem.owned),
+            keys_per_partition=self.mem.keys_per_partition(),
+            dirty_keys=self.mem.dirty_count(),
+            flush_count=self._flush_count,
+            flush_errors=self._flush_errors,
+            last_flush_seconds=self._last_flush_seconds,
+            last_flush_keys=self._last_flush_keys,
+            last_flush_at=self._last_flush_at,
+            offsets={p: self.mem.flushed_offsets.get(p) for p in sorted(self.mem.owned)},
+            loaded_keys=dict(self._loaded_keys),
+            replayed_records=dict(self._replayed),
+            fenced_partitions=sorted(self._fenced),
+        )
+
+    # -- changelog / offsets --------------------------------------------------
+    def apply_changelog_batch(
+        self,
+        batch: Iterable[EventT],
+        to_key: Callable[[Any], Any],
+        to_value: Callable[[Any], Any],
+    ) -> None:
+        state = self.mem
+        replayed = self._replayed
+        for event in batch:
+            msg = event.message
+            if msg.key is None:
+                raise TypeError(f"Changelog entry is missing key: {msg}")
+            deleted = msg.value is None
+            partition = msg.partition
+            state.apply(
+                to_key(event.key),
+                None if deleted else to_value(event.value),
+                partition,
+                msg.offset,
+                deleted,
+            )
+            replayed[partition] = replayed.get(partition, 0) + 1
+
+    def persisted_offset(self, tp: TP) -> int | None:
+        # Answered from memory: the offset was read from Redis in on_rebalance,
+        # which Faust awaits before its recovery asks for it.
+        if tp.topic != self.changelog_topic_name or tp.partition not in self.mem.owned:
+            return None
+        return self.mem.offsets.get(tp.partition)
+
+    def set_persisted_offset(self, tp: TP, offset: int) -> None:
+        # Called once Kafka acked our changelog record: memory already holds it.
+        if tp.partition in self.mem.owned and tp.topic == self.changelog_topic_name:
+            self.mem.note_offset(tp.partition, offset)
+
+    async def need_active_standby_for(self, tp: TP) -> bool:
+        return True
+
+    # -- rebalance --------------------------------------------------------------
+    async def on_rebalance(
+        self,
+        assigned: set[TP],
+        revoked: set[TP],
+        newly_assigned: set[TP],
+        generation_id: int = 0,
+    ) -> None:
+        """Drop revoked partitions; load newly owned ones from Redis.
+
+        Faust's TableManager awaits this for every table *before* the recovery
+        service asks ``persisted_offset`` and seeks the changelog, so the load
+        and the offset are in place when the tail replay starts.
+        """
+        self._connect_revoke_signal()
+        topic = self.changelog_topic_name
+        standbys = {tp.partition for tp in self.app.assignor.assigned_standbys() if tp.topic == topic}
+        active = {tp.partition for tp in assigned if tp.topic == topic} - standbys
+        async with self._get_lock():
+            gone = self.mem.owned - active
+            if gone:
+                await self._flush_locked(partitions=gone, reason="revoke")
+                for p in gone:
+                    n = self.mem.drop_partition(p)
+                    self._fenced.discard(p)
+                    log.info("RedisStore[%s]: partition %d revoked, dropped %d keys", self.table_name, p, n)
+            for p in sorted(active - self.mem.owned):
+                await self._load_partition(p)
+
+    def _connect_revoke_signal(self) -> None:
+        # Flush while Faust's revoke phase holds processing still, i.e. before
+        # the group settles and another worker may load these partitions.
+        if not self._revoke_receiver_connected:
+            self.app.on_partitions_revoked.connect(self._on_app_partitions_revoked)
+            self._revoke_receiver_connected = True
+
+    async def _on_app_partitions_revoked(self, sender: Any, revoked: set[TP], **kwargs: Any) -> None:
+        topic = self.changelog_topic_name
+        parts = {tp.partition for tp in revoked if tp.topic == topic} & self.mem.owned
+        if parts:
+            await self.flush(partitions=parts, reason="partitions-revoked")
+
+    async def _load_partition(self, partition: int, attempts: int = 5) -> None:
+        started = time.monotonic()
+        for attempt in range(1, attempts + 1):
+            try:
+                items, offset = await self._read_partition(partition)
+                break
+            except Exception as exc:  # connection trouble: retry, then crash the worker
+                if attempt == attempts:
+                    raise
+                log.warning("RedisStore[%s]: loading partition %d failed (%r), retrying", self.table_name, partition, exc)
+                await asyncio.sleep(min(0.5 * attempt, 2.0))
+        n = self.mem.load_partition(partition, items, offset)
+        self._fenced.discard(partition)
+        self._loaded_keys[partition] = n
+        self._replayed[partition] = 0
+        log.info(
+            "RedisStore[%s]: loaded partition %d: %d keys, persisted offset %s in %.3fs",
+            self.table_name, partition, n, offset, time.monotonic() - started,
+        )
+
+    async def _read_partition(self, partition: int) -> tuple[list, int | None]:
+        r = self._redis()
+        p = str(partition)
+        # Read the offset and claim the partition in one transaction: after the
+        # claim a previous owner's late flushes are refused by the script.
+        async with r.pipeline(transaction=True) as pipe:
+            pipe.hget(self.keys.offsets, p)
+            pipe.hset(self.keys.owners, p, self._token)
+            raw_offset, _ = await pipe.execute()
+        if raw_offset is None:
+            return [], None  # not a usable snapshot: full replay + full rewrite
+        decode_key, decode_value = self._decode_key_obj, self._decode_value_obj
+        items: list = []
+        cursor = 0
+        while True:
+            cursor, page = await r.hscan(self.keys.data(partition), cursor, count=self.scan_count)
+            items.extend((decode_key(k), decode_value(v)) for k, v in page.items())
+            if not cursor:
+                break
+        return items, int(raw_offset)
+
+    def _decode_key_obj(self, raw: bytes) -> Any:
+        # Same path as a changelog record: serializer, then the table's to_key
+        # (turns JSON lists back into tuples, e.g. windowed keys).
+        return self.table._to_key(self._decode_key(raw))  # type: ignore[attr-defined]
+
+    def _decode_value_obj(self, raw: bytes) -> Any:
+        return self.table._to_value(self._decode_value(raw))  # type: ignore[attr-defined]
+
+    def _encode_value_bytes(self, value: Any) -> bytes:
+        out = self._encode_value(value)
+        if out is None:
+            raise TypeError(f"RedisStore[{self.table_name}]: value serialized to None")
+        return out
+
+    async def on_recovery_completed(self, active_tps: set[TP], standby_tps: set[TP]) -> None:
+        topic = self.changelog_topic_name
+        active = {tp.partition for tp in active_tps if tp.topic == topic}
+        # Standby data is memory-only and, like Faust's memory store, not kept.
+        for p in list(self.mem.partition_keys):
+            if p not in active and p not in self.mem.owned:
+                self.mem.drop_partition(p)
+        replayed = {p: self._replayed.get(p, 0) for p in sorted(self.mem.owned)}
+        log.info(
+            "RedisStore[%s]: recovery applied %d changelog records per partition %s; "
+            "loaded from redis %s",
+            self.table_name, sum(replayed.values()), replayed,
+            {p: self._loaded_keys.get(p, 0) for p in sorted(self.mem.owned)},
+        )
+        self._get_wake().set()  # persist the recovered state promptly
+
+    # -- flushing ---------------------------------------------------------------
+    @Service.task
+    async def _flusher(self) -> None:
+        wake = self._get_wake()
+        while not self.should_stop:
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=self.flush_interval)
+            except asyncio.TimeoutError:
+                pass
+            wake.clear()
+            if self.should_stop:
+                break
+            try:
+                await self.flush(reason="timer")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep going: dirty keys were restored
+                log.warning("RedisStore[%s]: flush failed: %r", self.table_name, exc)
+
+    async def flush(self, partitions: Iterable[int] | None = None, reason: str = "manual") -> int:
+        """Write pending changes of owned partitions to Redis; returns keys written."""
+        async with self._get_lock():
+            return await self._flush_locked(partitions, reason)
+
+    async def _maybe_flush_producer(self) -> None:
+        # Let in-flight changelog sends complete first: then the data we
+        # snapshot is (nearly) all in the changelog and the offsets are current.
+        if self.producer_flush_timeout <= 0:
+            return
+        producer = getattr(self.app, "_producer", None)
+        if producer is None or not producer._started.is_set() or producer.should_stop:
+            return
+        try:
+            await asyncio.wait_for(producer.flush(), timeout=self.producer_flush_timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.debug("RedisStore[%s]: producer flush before snapshot failed: %r", self.table_name, exc)
+
+    async def _flush_locked(self, partitions: Iterable[int] | None, reason: str) -> int:
+        state = self.mem
+        wanted = set(partitions) if partitions is not None else set(state.owned)
+        targets = sorted(wanted & (state.owned - self._fenced))
+        if not any(
+            state.dirty.get(p) or p in state.full_rewrite or state.offsets.get(p) != state.flushed_offsets.get(p)
+            for p in targets
+        ):
+            return 0
+        await self._maybe_flush_producer()
+        started = time.monotonic()
+        # Pending keys and offsets of every target at one instant (no await).
+        snaps = [snap for snap in (state.begin(p) for p in targets) if snap is not None]
+        written = 0
+        pending = list(snaps)
+        try:
+            r = self._redis()
+            while pending:
+                snap = pending[0]
+                status, n = await self._write_snapshot(r, snap)
+                pending.pop(0)
+                written += n
+                if status == FLUSH_OK:
+                    state.flushed(snap)
+                elif status == FLUSH_WIPED:
+                    # Our ownership record vanished: Redis lost data under us.
+                    # Memory is complete, so rewrite the whole partition.
+                    log.warning("RedisStore[%s]: partition %d missing in redis; full rewrite", self.table_name, snap.partition)
+                    state.restore(snap)
+                    state.require_full_rewrite(snap.partition)
+                    self._get_wake().set()
+                else:
+                    log.error(
+                        "RedisStore[%s]: partition %d is owned by another worker; not writing it any more",
+                        self.table_name, snap.partition,
+                    )
+                    self._fenced.add(snap.partition)
+        except BaseException as exc:
+            for snap in pending:
+                state.restore(snap)
+            self._last_flush_seconds = time.monotonic() - started
+            if isinstance(exc, Exception):
+                self._flush_errors += 1
+            raise
+        self._last_flush_seconds = time.monotonic() - started
+        self._flush_count += 1
+        self._last_flush_keys = written
+        self._last_flush_at = time.time()
+        log.debug("RedisStore[%s]: flush (%s) wrote %d fields in %.4fs", self.table_name, reason, written, self._last_flush_seconds)
+        return written
+
+    async def _write_snapshot(self, r: Any, snap: PartitionSnapshot) -> tuple[int, int]:
+        """Encode and write one partition in calls of ``max_fields_per_call`` fields.
+
+        The loop yields between calls, so a large flush (e.g. the full rewrite
+        after a full replay) does not stall processing. Only the first call of
+        a full rewrite drops the old hash; only the last one writes the offset.
+        """
+        keys = [self.keys.data(snap.partition), self.keys.offsets, self.keys.owners]
+        todo = list(snap.keys)
+        size = max(1, self.max_fields_per_call)
+        written = 0
+        first = True
+        i = 0
+        while first or i < len(todo):
+            part = todo[i : i + size]
+            i += size
+            last = i >= len(todo)
+            sets, dels = self.mem.encode(snap.partition, part, self._encode_key, self._encode_value_bytes)
+            mode = "f" if (snap.full and first) else "n"
+            args = script_args(snap.partition, self._token, mode, snap.offset if last else None, sets, dels)
+            status = int(await self._script(keys=keys, args=args, client=r))
+            if status != FLUSH_OK:
+                return status, written
+            written += len(part)
+            first = False
+        return FLUSH_OK, written
+
+    # -- lifecycle ----------------------------------------------------------------
+    async def on_stop(self) -> None:
+        try:
+            await self.flush(reason="stop")
+        except Exception as exc:
+            log.error("RedisStore[%s]: final flush failed: %r", self.table_name, exc)
+
+    async def on_shutdown(self) -> None:
+        if self._revoke_receiver_connected:
+            try:
+                self.app.on_partitions_revoked.disconnect(self._on_app_partitions_revoked)
+            except Exception:
+                pass
+            self._revoke_receiver_connected = False
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    def reset_state(self) -> None:
+        """Forget memory and delete this table's keys in Redis (``faust reset``)."""
+        import redis
+
+        self.mem = PartitionedState()
+        self.data = self.mem.data
+        client = redis.Redis.from_url(self.redis_url)
+        try:
+            batch = []
+            for key in client.scan_iter(match=self.keys.pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                client.unlink(*batch)
+        finally:
+            client.close()
+
+    async def backup_partition(self, tp: TP | int, flush: bool = True, purge: bool = False, keep: int = 1) -> None:
+        """Not applicable: Redis holds the durable copy."""
+
+    def restore_backup(self, tp: TP | int, latest: bool = True, backup_id: int = 0) -> None:
+        """Not applicable: Redis holds the durable copy."""
+
+    def _repr_info(self) -> str:
+        return f"table_name={self.table_name} url={self.redis_url} prefix={self.prefix}"
+
