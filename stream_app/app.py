@@ -19,6 +19,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from .config import Settings
 from .events import EventRejected, decode_event
 from .exposition import CallbackCollector, PipelineMetrics, render, worker_state_families
+from .families import build_families
+from .processing import FamilyProcessor
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +31,7 @@ DLQ_TOPIC = "x-source-topic"
 DLQ_PARTITION = "x-source-partition"
 DLQ_OFFSET = "x-source-offset"
 
-# Called with each valid event and the partition it came from. Later work plugs
-# the metric processors in here; ingest alone only counts.
+# Called with each valid event and the partition it came from.
 EventHandler = Callable[[Any, int], Any]
 
 
@@ -42,15 +43,29 @@ class StreamWorker:
         settings: Settings,
         *,
         registry: CollectorRegistry | None = None,
-        handlers: dict[str, EventHandler] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.pipeline = PipelineMetrics(self.registry)
-        self.handlers = handlers or {}
         self.started_at = time.time()
+        # /metrics?at=<epoch s> reads the windows at that time instead of now.
+        self._eval_time: float | None = None
         self.app = self._make_app()
         self._install_faust_sensors()
+        self.processors = [
+            FamilyProcessor(
+                family,
+                self.app,
+                partitions=settings.topic_partitions,
+                store=self._store_url(),
+                topic=settings.input_topics()[family.event_family],
+                pipeline=self.pipeline,
+            )
+            for family in build_families(settings)
+        ]
+        self.handlers: dict[str, EventHandler] = {p.family.event_family: p.handle for p in self.processors}
+        for processor in self.processors:
+            self.registry.register(CallbackCollector(lambda p=processor: p.collect(self._eval_time)))
         self.deadletter = self.app.topic(
             settings.topic_deadletter,
             key_serializer="raw",
@@ -85,9 +100,24 @@ class StreamWorker:
             table_standby_replicas=0,
             processing_guarantee="at_least_once",
             consumer_auto_offset_reset="earliest",
+            broker_session_timeout=s.session_timeout_seconds,
+            broker_heartbeat_interval=min(3.0, s.session_timeout_seconds / 3),
+            consumer_group_instance_id=s.worker_instance_id or None,
             producer_acks=-1,
         )
         return app
+
+    def _store_url(self) -> str:
+        s = self.settings
+        if s.store == "memory":
+            return "memory://"
+        if s.store != "redis":
+            raise ValueError(f"STREAM_APP_STORE must be 'redis' or 'memory', not {s.store!r}")
+        from .store import register
+
+        register()
+        sep = "&" if "?" in s.redis_url else "?"
+        return f"{s.redis_url}{sep}flush_interval={s.store_flush_interval}"
 
     def _install_faust_sensors(self) -> None:
         # Faust's own engine metrics (messages, commit latency, per-partition end
@@ -179,6 +209,7 @@ class StreamWorker:
             not app.rebalancing
             and not getattr(app, "in_recovery", False)
             and app.tables.recovery.completed.is_set()
+            and all(p.ready for p in self.processors)
         )
 
     def is_healthy(self) -> bool:
@@ -207,8 +238,17 @@ class StreamWorker:
 
         @self.app.page("/metrics")
         async def metrics(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            at = request.query.get("at")
+            try:
+                worker._eval_time = float(at) if at is not None else None
+            except ValueError:
+                return web_view.json({"error": "at must be epoch seconds"}, status=400)
+            try:
+                body = render(worker.registry)
+            finally:
+                worker._eval_time = None
             # aiohttp refuses a charset in content_type=, so set the header itself.
-            return web_view.bytes(render(worker.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return web_view.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         @self.app.page("/healthz")
         async def healthz(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:

@@ -41,6 +41,17 @@ class Settings(BaseSettings):
         4, ge=1, description="Partitions of every input topic (and of table changelogs)."
     )
     topic_replication: int = Field(1, ge=1, description="Replication factor for created topics.")
+    session_timeout_seconds: float = Field(
+        10.0,
+        ge=6,
+        description="Consumer group session timeout: how long a crashed worker keeps its partitions "
+        "before the group reassigns them (broker minimum 6 s).",
+    )
+    worker_instance_id: str = Field(
+        "",
+        description="Optional stable id per worker (e.g. the pod name) for Kafka static membership: "
+        "a restarted worker with the same id takes its partitions back without a rebalance.",
+    )
 
     # --- Redis / state ---------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL for table state.")
@@ -49,6 +60,50 @@ class Settings(BaseSettings):
         description="Table store: 'redis' (state in Redis at redis_url) or 'memory' "
         "(in-process only, replays the changelog on start; for tests and demos).",
     )
+
+    store_flush_interval: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between the Redis store's pipelined background flushes of changed state.",
+    )
+
+    # --- Metrics engine ----------------------------------------------------
+    bucket_seconds: int = Field(
+        60, ge=1, description="Width of event-time buckets; every window is a multiple of it."
+    )
+    window_grace_seconds: int = Field(
+        3600,
+        ge=0,
+        description="Buckets are kept this long beyond the longest window (relative to the "
+        "watermark); older events are counted as too late. Must exceed max_future_skew_seconds.",
+    )
+    support_volume_windows: list[int] = Field(
+        [300, 3600, 86400], description="Windows (s) of ticket created/solved/reopened counts (JSON list)."
+    )
+    support_windows: list[int] = Field(
+        [3600, 86400],
+        description="Windows (s) of response/resolution durations, FCR, handle time and SLA breaches.",
+    )
+    support_sla_targets: dict[str, list[float | None]] = Field(
+        {"urgent": [1800, 14400], "high": [3600, 28800], "normal": [14400, 86400], "low": [86400, 259200]},
+        description="Priority -> [first reply target s, resolution target s] (JSON; null = no target).",
+    )
+    support_sla_at_risk_fraction: float = Field(
+        0.8, gt=0, lt=1, description="An open SLA clock past this fraction of its target is 'at risk'."
+    )
+    support_calendars: dict[str, dict] = Field(
+        {},
+        description='Business hours per team, "*" for all (JSON: {"*": {"timezone": "Europe/Berlin", '
+        '"weekdays": [0,1,2,3,4], "open": "09:00", "close": "17:00", "holidays": ["2026-12-25"]}}).',
+    )
+    label_team_allow: list[str] = Field(
+        [], description="Team label allow-list (JSON list); empty = keep the first label_team_cap teams."
+    )
+    label_team_cap: int = Field(20, ge=1, description="Distinct team label values kept; others -> 'other'.")
+    label_plan_allow: list[str] = Field(
+        [], description="Plan label allow-list (JSON list); empty = keep the first label_plan_cap plans."
+    )
+    label_plan_cap: int = Field(20, ge=1, description="Distinct plan label values kept; others -> 'other'.")
 
     # --- Web / exposition --------------------------------------------------
     web_host: str = Field("0.0.0.0", description="Address the worker's HTTP server binds.")
