@@ -10,15 +10,14 @@ ports, with configs, data and logs in one work directory.
 * Redis: Debian's ``redis-server`` (installed with apt-get when missing and we
   are root).
 
-Only the standard library is used here, so the module imports without the
-app's dependencies; readiness checks and topic admin speak the Kafka wire
-protocol directly (a few fixed, non-flexible request versions every Kafka 4.x
-broker serves) so they work the same inside or outside an asyncio loop.
+Readiness checks and topic admin use aiokafka's admin client behind
+synchronous methods that work inside or outside a running asyncio loop.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import atexit
 import base64
 import contextlib
@@ -29,15 +28,19 @@ import re
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, UnknownTopicOrPartitionError, for_code
 
 __all__ = [
     "KAFKA_VERSION",
@@ -66,6 +69,7 @@ _PACKAGE_BINARY = {
 }
 
 _TAIL_LINES = 40
+_T = TypeVar("_T")
 
 
 class StackError(RuntimeError):
@@ -357,119 +361,97 @@ def ensure_kafka_jars(version: str = KAFKA_VERSION, *, quiet: bool = True) -> Pa
 
 
 # --------------------------------------------------------------------------
-# Kafka wire protocol: just enough for readiness and topic admin
+# Kafka admin: aiokafka's admin client behind synchronous calls
 # --------------------------------------------------------------------------
 
-_API_METADATA = 3  # v4: non-flexible, served by Kafka 1.0 .. 4.x
-_API_CREATE_TOPICS = 19  # v4
-_API_DELETE_TOPICS = 20  # v3
 
-_ERR_TOPIC_EXISTS = 36
-_ERR_UNKNOWN_TOPIC = 3
+def _run_sync(coro: Coroutine[object, object, _T]) -> _T:
+    """Run ``coro`` to completion from synchronous code.
 
-
-def _kstr(s: str | None) -> bytes:
-    if s is None:
-        return struct.pack(">h", -1)
-    b = s.encode()
-    return struct.pack(">h", len(b)) + b
-
-
-class _Reader:
-    def __init__(self, buf: bytes) -> None:
-        self.buf, self.pos = buf, 0
-
-    def _take(self, fmt: str):
-        vals = struct.unpack_from(fmt, self.buf, self.pos)
-        self.pos += struct.calcsize(fmt)
-        return vals[0]
-
-    def i8(self) -> int:
-        return self._take(">b")
-
-    def i16(self) -> int:
-        return self._take(">h")
-
-    def i32(self) -> int:
-        return self._take(">i")
-
-    def str(self) -> str | None:
-        n = self.i16()
-        if n < 0:
-            return None
-        s = self.buf[self.pos : self.pos + n].decode()
-        self.pos += n
-        return s
-
-    def array(self, item) -> list:
-        n = self.i32()
-        return [item() for _ in range(max(n, 0))]
+    ``asyncio.run`` cannot nest, so a caller already inside a running loop (an
+    async test, the app) gets it run in a short-lived helper thread instead.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with ThreadPoolExecutor(1, thread_name_prefix="stream_app.stack") as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
-def _kafka_request(
-    bootstrap: str, api_key: int, version: int, body: bytes, timeout: float = 5.0
-) -> _Reader:
-    host, _, port = bootstrap.rpartition(":")
-    header = struct.pack(">hhi", api_key, version, 1) + _kstr("stream_app.stack")
-    payload = header + body
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        sock.sendall(struct.pack(">i", len(payload)) + payload)
-        size = struct.unpack(">i", _recv_exact(sock, 4))[0]
-        reader = _Reader(_recv_exact(sock, size))
-    reader.i32()  # correlation id
-    return reader
+def _admin_call(
+    bootstrap: str, fn: Callable[[AIOKafkaAdminClient], Awaitable[_T]], timeout: float
+) -> _T:
+    """``await fn(admin)`` on a fresh admin client, within ``timeout`` s; failures raise StackError."""
 
+    async def session() -> _T:
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="stream_app.stack", request_timeout_ms=int(timeout * 1000)
+        )
+        try:
+            async with asyncio.timeout(timeout):
+                await admin.start()
+                return await fn(admin)
+        finally:
+            await admin.close()
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = sock.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed by broker")
-        buf += chunk
-    return bytes(buf)
+    try:
+        return _run_sync(session())
+    except TimeoutError as exc:
+        raise StackError(f"Kafka at {bootstrap} did not answer within {timeout:g}s") from exc
+    except (KafkaError, OSError) as exc:
+        raise StackError(f"Kafka at {bootstrap}: {exc}") from exc
 
 
 def kafka_metadata(bootstrap: str, topics: Sequence[str] | None = (), timeout: float = 5.0) -> dict:
-    """Metadata v4: ``{"brokers": [(id, host, port)], "cluster_id", "controller": id, "topics": {...}}``.
+    """``{"brokers": [(id, host, port)], "cluster_id", "controller": id, "topics": {...}}``.
 
     ``topics=()`` asks for no topics, ``None`` for all. Per topic: ``error``
-    (Kafka error code) and ``partitions`` ({index: leader id}).
+    (Kafka error code) and ``partitions`` ({index: leader id, -1 if none}).
     """
-    if topics is None:
-        body = struct.pack(">i", -1)
-    else:
-        body = struct.pack(">i", len(topics)) + b"".join(_kstr(t) for t in topics)
-    body += struct.pack(">b", 0)  # allow_auto_topic_creation
-    r = _kafka_request(bootstrap, _API_METADATA, 4, body, timeout)
-    r.i32()  # throttle
-    brokers = r.array(lambda: (r.i32(), r.str(), r.i32(), r.str())[:3])
-    cluster_id = r.str()
-    controller = r.i32()
 
-    def partition():
-        err, index, leader = r.i16(), r.i32(), r.i32()
-        r.array(r.i32)  # replicas
-        r.array(r.i32)  # isr
-        return index, leader, err
+    async def fetch(admin: AIOKafkaAdminClient) -> tuple[dict, list]:
+        return await admin.describe_cluster(), await admin.describe_topics(None if topics is None else list(topics))
 
-    def topic():
-        err, name, _internal = r.i16(), r.str(), r.i8()
-        parts = r.array(partition)
-        return name, {"error": err, "partitions": {i: (ldr if e == 0 else -1) for i, ldr, e in parts}}
-
+    cluster, described = _admin_call(bootstrap, fetch, timeout)
     return {
-        "brokers": brokers,
-        "cluster_id": cluster_id,
-        "controller": controller,
-        "topics": dict(r.array(topic)),
+        "brokers": [(b["node_id"], b["host"], b["port"]) for b in cluster["brokers"]],
+        "cluster_id": cluster["cluster_id"],
+        "controller": cluster["controller_id"],
+        "topics": {
+            t["topic"]: {
+                "error": t["error_code"],
+                "partitions": {p["partition"]: -1 if p["error_code"] else p["leader"] for p in t["partitions"]},
+            }
+            for t in described
+        },
     }
 
 
-def _check_topic_errors(op: str, results: list[tuple[str, int, str | None]], ok: set[int]) -> None:
-    bad = [(n, e, m) for n, e, m in results if e != 0 and e not in ok]
+async def _await_leaders(admin: AIOKafkaAdminClient, topics: Sequence[str], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        pending = [
+            t["topic"] for t in await admin.describe_topics(list(topics))
+            if t["error_code"] or not t["partitions"]
+            or any(p["error_code"] or p["leader"] < 0 for p in t["partitions"])
+        ]  # fmt: skip
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise StackError(f"topics without leaders after {timeout}s: {pending}")
+        await asyncio.sleep(0.05)
+
+
+def _check_topic_errors(op: str, results: Iterable[tuple], ok: set[int]) -> None:
+    """Raise for per-topic error codes of a Create/DeleteTopics response, except those in ``ok``."""
+    bad = [
+        f"{name}: {for_code(code).__name__}" + (f" ({msg[0]})" if msg and msg[0] else "")
+        for name, code, *msg in results
+        if code and code not in ok
+    ]
     if bad:
-        raise StackError(f"{op} failed: " + "; ".join(f"{n}: error {e} {m or ''}".strip() for n, e, m in bad))
+        raise StackError(f"{op} failed: " + "; ".join(bad))
 
 
 # --------------------------------------------------------------------------
@@ -576,7 +558,7 @@ class _Service:
             try:
                 if self._probe():
                     return
-            except (OSError, struct.error, ValueError) as exc:
+            except (OSError, ValueError, StackError) as exc:
                 last_exc = exc
             if time.monotonic() > deadline:
                 self.stop(timeout=10)
@@ -817,6 +799,8 @@ class KafkaBroker(_Service):
     def _probe(self) -> bool:
         # Ready = the broker answers a metadata request listing itself and a controller,
         # from our cluster (not some other Kafka already listening on this port).
+        # A bare connect first: aiokafka logs an error for every refused bootstrap while the JVM boots.
+        socket.create_connection(("127.0.0.1", self.port), timeout=2).close()
         md = kafka_metadata(self.bootstrap, (), timeout=2)
         return (
             any(b[0] == self.node_id for b in md["brokers"])
@@ -851,50 +835,30 @@ class KafkaBroker(_Service):
         names = list(dict.fromkeys(topics))
         if not names:
             return []
-        cfg = [(str(k), str(v)) for k, v in (config or {}).items()]
+        configs = {str(k): str(v) for k, v in (config or {}).items()}
+        new = [NewTopic(n, partitions, replication, topic_configs=configs) for n in names]
+        ok = {TopicAlreadyExistsError.errno} if exist_ok else set()
 
-        def one(name: str) -> bytes:
-            return (
-                _kstr(name)
-                + struct.pack(">ihi", partitions, replication, 0)  # no manual assignments
-                + struct.pack(">i", len(cfg))
-                + b"".join(_kstr(k) + _kstr(v) for k, v in cfg)
-            )
+        async def create(admin: AIOKafkaAdminClient) -> None:
+            response = await admin.create_topics(new, timeout_ms=int(timeout * 1000))
+            _check_topic_errors("create_topics", response.topic_errors, ok)
+            await _await_leaders(admin, names, timeout)
 
-        body = struct.pack(">i", len(names)) + b"".join(one(n) for n in names)
-        body += struct.pack(">ib", int(timeout * 1000), 0)
-        r = _kafka_request(self.bootstrap, _API_CREATE_TOPICS, 4, body, timeout + 5)
-        r.i32()  # throttle
-        results = r.array(lambda: (r.str(), r.i16(), r.str()))
-        _check_topic_errors("create_topics", results, {_ERR_TOPIC_EXISTS} if exist_ok else set())
-        self.wait_topics(names, timeout=timeout)
+        _admin_call(self.bootstrap, create, 2 * timeout + 5)  # the broker's create timeout, then the leader wait
         return names
 
     def wait_topics(self, topics: Sequence[str], *, timeout: float = 30.0) -> None:
         """Block until each topic exists and all its partitions have a leader."""
-        deadline = time.monotonic() + timeout
-        while True:
-            md = kafka_metadata(self.bootstrap, list(topics))
-            pending = [
-                t for t in topics
-                if md["topics"].get(t, {}).get("error", -1) != 0
-                or not md["topics"][t]["partitions"]
-                or min(md["topics"][t]["partitions"].values()) < 0
-            ]  # fmt: skip
-            if not pending:
-                return
-            if time.monotonic() > deadline:
-                raise StackError(f"topics without leaders after {timeout}s: {pending}")
-            time.sleep(0.05)
+        _admin_call(self.bootstrap, lambda admin: _await_leaders(admin, topics, timeout), timeout + 5)
 
     def delete_topics(self, topics: Iterable[str], *, timeout: float = 30.0) -> None:
         names = list(topics)
-        body = struct.pack(">i", len(names)) + b"".join(_kstr(n) for n in names)
-        body += struct.pack(">i", int(timeout * 1000))
-        r = _kafka_request(self.bootstrap, _API_DELETE_TOPICS, 3, body, timeout + 5)
-        r.i32()
-        results = r.array(lambda: (r.str(), r.i16(), None))
-        _check_topic_errors("delete_topics", results, {_ERR_UNKNOWN_TOPIC})
+
+        async def delete(admin: AIOKafkaAdminClient) -> list:
+            return (await admin.delete_topics(names, timeout_ms=int(timeout * 1000))).topic_error_codes
+
+        results = _admin_call(self.bootstrap, delete, timeout + 5)
+        _check_topic_errors("delete_topics", results, {UnknownTopicOrPartitionError.errno})
 
     def list_topics(self) -> dict[str, int]:
         """Topic name -> partition count (internal topics included)."""
