@@ -672,24 +672,18 @@ class RedisServer(_Service):
         return [shutil.which("redis-server") or "redis-server", str(self.conf_path)]
 
     def _probe(self) -> bool:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
-            sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-            # "-LOADING ..." while the AOF is replayed: not ready yet.
-            if not sock.recv(64).startswith(b"+PONG"):
-                return False
+        import redis
+
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=2)
+        try:
+            # Raises BusyLoadingError while the AOF is replayed: not ready yet.
+            client.ping()
             # Our process, not another server already on this port.
-            sock.sendall(b"*2\r\n$4\r\nINFO\r\n$6\r\nserver\r\n")
-            buf = b""
-            while b"\r\n" not in buf:
-                buf += sock.recv(4096) or b"\r\n"
-            header, _, rest = buf.partition(b"\r\n")
-            size = int(header[1:]) if header.startswith(b"$") else 0
-            while len(rest) < size:
-                chunk = sock.recv(size - len(rest))
-                if not chunk:
-                    break
-                rest += chunk
-            return f"process_id:{self.pid}\r\n".encode() in rest
+            return client.info("server").get("process_id") == self.pid
+        except redis.RedisError:
+            return False
+        finally:
+            client.close()
 
 
 class KafkaBroker(_Service):
