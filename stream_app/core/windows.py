@@ -48,7 +48,10 @@ def bucket_start(ts: float, g: int = DEFAULT_BUCKET_SECONDS) -> int:
 
 
 def window_label(seconds: int) -> str:
-    """Compact label value for a window length: 300 -> '5m', 3600 -> '1h', 86400 -> '24h'."""
+    """Compact label value for a window length: 300 -> '5m', 3600 -> '1h', 86400 -> '24h',
+    604800 -> '7d' (whole days beyond one day read as days; one day stays '24h')."""
+    if seconds % 86400 == 0 and seconds > 86400:
+        return f"{seconds // 86400}d"
     if seconds % 3600 == 0:
         return f"{seconds // 3600}h"
     if seconds % 60 == 0:

@@ -1,0 +1,120 @@
+"""Independent batch computation of the voice-of-the-customer metrics, written from docs/metrics.md.
+
+No code shared with stream_app.core: it sees the whole log at once, dedupes by event id, keeps for
+each response the version with the latest (time, event id), and recomputes every sample at ``now``
+as ``{(sample_name, frozenset(labels.items())): value}`` with zero samples left out.
+
+Events are dicts: {"id", "type", "time" (epoch seconds), "data": {...}}.
+Params (plain dict): bucket (s), windows (s), min_responses.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+P = "stream_app_voice_"
+SCALES = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}  # canonical (and default) scales
+
+
+def _wname(w):
+    if w % 86400 == 0 and w > 86400:
+        return f"{w // 86400}d"
+    return f"{w // 3600}h" if w % 3600 == 0 else (f"{w // 60}m" if w % 60 == 0 else f"{w}s")
+
+
+def _le(x):
+    return f"{float(x)}"
+
+
+def classify(kind, score, lo, hi):
+    """NPS: promoters 9-10, passives 7-8, detractors 0-6. CSAT: satisfied if the score sits in the
+    top quarter of its scale (4-5 of 1-5), dissatisfied in the bottom quarter (1-2). CES: easy in
+    the top third (5-7 of 1-7), difficult in the bottom third (1-3). Anything between: neutral."""
+    if kind == "nps":
+        if score in (9, 10):
+            return "promoter"
+        if score in (7, 8):
+            return "passive"
+        return "detractor"
+    p = Fraction(score - lo, hi - lo)
+    cut = Fraction(3, 4) if kind == "csat" else Fraction(2, 3)
+    names = ("satisfied", "neutral", "dissatisfied") if kind == "csat" else ("easy", "neutral", "difficult")
+    if p >= cut:
+        return names[0]
+    if p <= 1 - cut:
+        return names[2]
+    return names[1]
+
+
+def normalise(kind, score, lo, hi):
+    clo, chi = SCALES[kind]
+    return clo + (chi - clo) * Fraction(score - lo, hi - lo)
+
+
+def compute(events, now, prm):
+    g = prm["bucket"]
+    seen = set()
+    log = []
+    for e in events:
+        if e["id"] not in seen:
+            seen.add(e["id"])
+            log.append(e)
+
+    latest = {}
+    for e in log:
+        rid = e["data"]["response_id"]
+        cur = latest.get(rid)
+        if cur is None or (e["time"], e["id"]) > (cur["time"], cur["id"]):
+            latest[rid] = e
+
+    out = {}
+
+    def put(name, labels, v):
+        if v:
+            k = (name, frozenset(labels.items()))
+            out[k] = out.get(k, 0) + v
+
+    def in_window(ts, w):
+        pb, tb = math.floor(now / g), math.floor(ts / g)
+        return pb - w // g < tb <= pb
+
+    put(P + "min_responses", {}, prm["min_responses"])
+    put(P + "responses_tracked", {}, len(latest))
+    for e in latest.values():
+        kind = e["type"].split(".")[1]
+        d = e["data"]
+        lo, hi = SCALES[kind]  # NPS: always 0-10; CSAT/CES: the declared scale, contract defaults
+        if kind != "nps":
+            lo, hi = d.get("scale_min", lo), d.get("scale_max", hi)
+        score = d["score"]
+        cat = classify(kind, score, lo, hi)
+        commented = isinstance(d.get("comment"), str) and d["comment"].strip() != ""
+        v = float(normalise(kind, score, lo, hi))
+        clo, chi = SCALES[kind]
+        for w in prm["windows"]:
+            if not in_window(e["time"], w):
+                continue
+            wl = _wname(w)
+            put(P + "responses", dict(kind=kind, category=cat, window=wl), 1)
+            if commented:
+                put(P + "commented_responses", dict(kind=kind, category=cat, window=wl), 1)
+            for edge in range(clo, chi + 1):
+                if v <= edge:
+                    put(P + "score_bucket", dict(kind=kind, window=wl, le=_le(edge)), 1)
+            put(P + "score_bucket", dict(kind=kind, window=wl, le="+Inf"), 1)
+            put(P + "score_gcount", dict(kind=kind, window=wl), 1)
+            put(P + "score_gsum", dict(kind=kind, window=wl), v)
+    return out
+
+
+def nps(samples, window):
+    """NPS from samples, the way the documented PromQL computes it (None without responses)."""
+    def total(cat=None):
+        return sum(
+            v for (n, lab), v in samples.items()
+            if n == P + "responses" and dict(lab)["kind"] == "nps" and dict(lab)["window"] == window
+            and (cat is None or dict(lab)["category"] == cat)
+        )
+    n = total()
+    return None if not n else 100 * (total("promoter") - total("detractor")) / n
