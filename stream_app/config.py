@@ -68,13 +68,13 @@ class Settings(BaseSettings):
     )
 
     # --- Metrics engine ----------------------------------------------------
-    bucket_seconds: int = Field(
-        60, ge=1, description="Width of event-time buckets; every window is a multiple of it."
+    support_bucket_seconds: int = Field(
+        60, ge=1, description="Width of the support event-time buckets; every support window is a multiple."
     )
-    window_grace_seconds: int = Field(
+    support_grace_seconds: int = Field(
         3600,
         ge=0,
-        description="Buckets are kept this long beyond the longest window (relative to the "
+        description="Support buckets are kept this long beyond the longest window (relative to the "
         "watermark); older events are counted as too late. Must exceed max_future_skew_seconds.",
     )
     support_volume_windows: list[int] = Field(
@@ -95,6 +95,16 @@ class Settings(BaseSettings):
         {},
         description='Business hours per team, "*" for all (JSON: {"*": {"timezone": "Europe/Berlin", '
         '"weekdays": [0,1,2,3,4], "open": "09:00", "close": "17:00", "holidays": ["2026-12-25"]}}).',
+    )
+    voice_windows: list[int] = Field(
+        [604800, 2592000, 7776000], description="Windows (s) of every survey metric (JSON list): 7d, 30d, 90d."
+    )
+    voice_bucket_seconds: int = Field(3600, ge=1, description="Width of the survey event-time buckets.")
+    voice_grace_seconds: int = Field(
+        86400, ge=0, description="Survey buckets kept beyond the longest window (survey tools deliver late)."
+    )
+    voice_min_responses: int = Field(
+        30, ge=0, description="Responses below which a survey score is marked as a small sample."
     )
     label_team_allow: list[str] = Field(
         [], description="Team label allow-list (JSON list); empty = keep the first label_team_cap teams."
