@@ -20,8 +20,11 @@ OTHER = "other"
 CHANNELS = frozenset({"email", "chat", "phone", "web", "api", "social"})
 PRIORITIES = frozenset({"low", "normal", "high", "urgent"})
 STATUSES = frozenset({"new", "open", "pending", "on_hold", "solved", "closed"})
+CLIENTS = frozenset({"web", "ios", "android", "desktop", "api"})
 DEFAULT_TEAM_CAP = 20
 DEFAULT_PLAN_CAP = 20
+DEFAULT_FEATURE_CAP = 50
+DEFAULT_CURRENCY_CAP = 20
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,9 @@ def default_rules() -> dict[str, LabelRule]:
         "priority": LabelRule(allow=PRIORITIES),
         "status": LabelRule(allow=STATUSES),
         "plan": LabelRule(cap=DEFAULT_PLAN_CAP),
+        "client": LabelRule(allow=CLIENTS),
+        "feature": LabelRule(cap=DEFAULT_FEATURE_CAP),
+        "currency": LabelRule(cap=DEFAULT_CURRENCY_CAP),
     }
 
 
