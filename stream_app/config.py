@@ -96,6 +96,53 @@ class Settings(BaseSettings):
         description='Business hours per team, "*" for all (JSON: {"*": {"timezone": "Europe/Berlin", '
         '"weekdays": [0,1,2,3,4], "open": "09:00", "close": "17:00", "holidays": ["2026-12-25"]}}).',
     )
+    usage_active_windows: list[int] = Field(
+        [86400, 604800, 2592000],
+        description="Windows (s) of active users (DAU/WAU/MAU), active users by client, signups and adoption.",
+    )
+    usage_session_windows: list[int] = Field(
+        [3600, 86400, 604800], description="Windows (s) of sessions started and session duration."
+    )
+    usage_feature_windows: list[int] = Field(
+        [3600, 86400, 604800], description="Windows (s) of users per feature and user-feature pairs."
+    )
+    usage_known_seconds: int = Field(
+        7776000, ge=1, description="Known-users window, and how long a quiet user's state is kept (90 d)."
+    )
+    usage_idle_timeout_seconds: float = Field(
+        1800.0, gt=0, description="A session without logout ends after this much idle time."
+    )
+    usage_adoption_seconds: float = Field(
+        604800.0, gt=0, description="A new user counts as adopted if active within this time of signup."
+    )
+    usage_max_features_per_user: int = Field(
+        32, ge=1, description="Most recent distinct features remembered per user."
+    )
+    usage_bucket_seconds: int = Field(60, ge=1, description="Width of the usage event-time buckets.")
+    usage_grace_seconds: int = Field(
+        3600, ge=0, description="Usage buckets kept beyond the longest window; older events are too late."
+    )
+    revenue_windows: list[int] = Field(
+        [604800, 2592000], description="Windows (s) of MRR movements (7d, 30d)."
+    )
+    revenue_bucket_seconds: int = Field(3600, ge=1, description="Width of the revenue event-time buckets.")
+    revenue_grace_seconds: int = Field(
+        86400, ge=0, description="Revenue buckets kept beyond the longest window (billing webhooks retry)."
+    )
+    revenue_reporting_currency: str = Field(
+        "USD", pattern=r"^[A-Z]{3}$", description="Currency of the reporting MRR and movement amounts."
+    )
+    revenue_fx_rates: dict[str, float] = Field(
+        {},
+        description="Static FX table, merged over the built-in one: value of one unit of each currency "
+        'in a common base (JSON, e.g. {"USD": 1.0, "EUR": 1.08}).',
+    )
+    revenue_minor_units: dict[str, int] = Field(
+        {}, description="ISO 4217 minor-unit exponents that differ from 2, merged over the built-in table."
+    )
+    revenue_trial_conversion_grace_seconds: float = Field(
+        259200.0, ge=0, description="A trial converts if the account pays by trial end plus this."
+    )
     voice_windows: list[int] = Field(
         [604800, 2592000, 7776000], description="Windows (s) of every survey metric (JSON list): 7d, 30d, 90d."
     )
@@ -114,6 +161,14 @@ class Settings(BaseSettings):
         [], description="Plan label allow-list (JSON list); empty = keep the first label_plan_cap plans."
     )
     label_plan_cap: int = Field(20, ge=1, description="Distinct plan label values kept; others -> 'other'.")
+    label_currency_allow: list[str] = Field(
+        [], description="Currency label allow-list (JSON list); empty = keep the first label_currency_cap."
+    )
+    label_currency_cap: int = Field(20, ge=1, description="Distinct currency label values kept.")
+    label_feature_allow: list[str] = Field(
+        [], description="Feature label allow-list (JSON list); empty = keep the first label_feature_cap."
+    )
+    label_feature_cap: int = Field(50, ge=1, description="Distinct feature label values kept.")
 
     # --- Web / exposition --------------------------------------------------
     web_host: str = Field("0.0.0.0", description="Address the worker's HTTP server binds.")

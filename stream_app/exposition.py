@@ -62,7 +62,8 @@ class PipelineMetrics:
         )
         self.duplicates = Counter(
             f"{PREFIX}_events_duplicate",
-            "Valid events whose id was already applied (redelivery); counted once.",
+            "Valid events that changed no entity state: redeliveries of an applied event id, "
+            "or activity that repeats facts already recorded. Counted here, applied once.",
             ["topic"],
             registry=registry,
         )

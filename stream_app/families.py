@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from .config import Settings
-from .core import support, voice
+from functools import partial
+
+from .core import revenue, support, usage, voice
 from .core.labels import LabelGuard, LabelRule
 from .processing import Family
 
@@ -17,6 +19,8 @@ def label_guard(settings: Settings) -> LabelGuard:
     return LabelGuard.with_overrides(
         team=rule(settings.label_team_allow, settings.label_team_cap),
         plan=rule(settings.label_plan_allow, settings.label_plan_cap),
+        currency=rule(settings.label_currency_allow, settings.label_currency_cap),
+        feature=rule(settings.label_feature_allow, settings.label_feature_cap),
     )
 
 
@@ -35,6 +39,34 @@ def support_config(settings: Settings, labels: LabelGuard) -> support.SupportCon
     )
 
 
+def usage_config(settings: Settings, labels: LabelGuard) -> usage.UsageConfig:
+    return usage.UsageConfig(
+        bucket_seconds=settings.usage_bucket_seconds,
+        active_windows=tuple(settings.usage_active_windows),
+        session_windows=tuple(settings.usage_session_windows),
+        feature_windows=tuple(settings.usage_feature_windows),
+        known_seconds=settings.usage_known_seconds,
+        grace_seconds=settings.usage_grace_seconds,
+        idle_timeout_seconds=settings.usage_idle_timeout_seconds,
+        adoption_seconds=settings.usage_adoption_seconds,
+        max_features_per_user=settings.usage_max_features_per_user,
+        labels=labels,
+    )
+
+
+def revenue_config(settings: Settings, labels: LabelGuard) -> revenue.RevenueConfig:
+    return revenue.RevenueConfig(
+        bucket_seconds=settings.revenue_bucket_seconds,
+        windows=tuple(settings.revenue_windows),
+        grace_seconds=settings.revenue_grace_seconds,
+        reporting_currency=settings.revenue_reporting_currency,
+        fx_rates={**revenue.DEFAULT_FX_RATES, **settings.revenue_fx_rates},
+        minor_units={**revenue.DEFAULT_MINOR_UNITS, **settings.revenue_minor_units},
+        trial_conversion_grace_seconds=settings.revenue_trial_conversion_grace_seconds,
+        labels=labels,
+    )
+
+
 def voice_config(settings: Settings, labels: LabelGuard) -> voice.VoiceConfig:
     return voice.VoiceConfig(
         bucket_seconds=settings.voice_bucket_seconds,
@@ -47,6 +79,8 @@ def voice_config(settings: Settings, labels: LabelGuard) -> voice.VoiceConfig:
 
 def build_families(settings: Settings) -> list[Family]:
     labels = label_guard(settings)
+    usage_cfg = usage_config(settings, labels)
+    revenue_cfg = revenue_config(settings, labels)
     return [
         Family(
             name="support",
@@ -69,5 +103,28 @@ def build_families(settings: Settings) -> list[Family]:
             contributions=voice.contributions,
             make_index=voice.VoiceIndex,
             retention_until=voice.retention_until,
+        ),
+        Family(
+            name="usage",
+            event_family="activity",
+            table="users",
+            config=usage_cfg,
+            from_dict=usage.UserState.from_dict,
+            apply=partial(usage.apply, cfg=usage_cfg),
+            contributions=usage.contributions,
+            make_index=usage.UsageIndex,
+            retention_until=usage.retention_until,
+        ),
+        Family(
+            name="revenue",
+            event_family="subscription",
+            table="accounts",
+            config=revenue_cfg,
+            from_dict=revenue.AccountState.from_dict,
+            # Compaction keeps what the configured windows need.
+            apply=partial(revenue.apply, keep_seconds=revenue_cfg.keep_seconds),
+            contributions=revenue.contributions,
+            make_index=revenue.RevenueIndex,
+            retention_until=revenue.retention_until,
         ),
     ]

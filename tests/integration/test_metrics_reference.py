@@ -16,6 +16,7 @@ import math
 import re
 import time
 import uuid
+from datetime import datetime
 
 import pytest
 
@@ -25,7 +26,7 @@ from stream_app.families import build_families
 from stream_app.generator import Faults, GeneratedEvent, generate
 from stream_app.producer import produce_log
 
-from ..reference import support_reference, voice_reference
+from ..reference import revenue_reference, support_reference, usage_reference, voice_reference
 from .worker_process import WorkerProcess, total, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
@@ -39,7 +40,7 @@ TOO_LATE_AGE = 3 * DAY  # older than every window + grace: must be counted as to
 def _reference_params(settings: Settings) -> dict[str, dict]:
     """Reference parameters per family, from the same settings the workers use."""
     configs = {f.name: f.config for f in build_families(settings)}
-    support, voice = configs["support"], configs["voice"]
+    support, voice, usage, revenue = (configs[n] for n in ("support", "voice", "usage", "revenue"))
     return {
         "support": dict(
             bucket=support.bucket_seconds,
@@ -53,10 +54,34 @@ def _reference_params(settings: Settings) -> dict[str, dict]:
             calendars={},
         ),
         "voice": dict(bucket=voice.bucket_seconds, windows=voice.windows, min_responses=voice.min_responses),
+        "usage": dict(
+            bucket=usage.bucket_seconds,
+            active_windows=usage.active_windows,
+            session_windows=usage.session_windows,
+            feature_windows=usage.feature_windows,
+            known_seconds=usage.known_seconds,
+            idle=usage.idle_timeout_seconds,
+            adoption=usage.adoption_seconds,
+            edges=usage.session_edges,
+        ),
+        "revenue": dict(
+            bucket=revenue.bucket_seconds,
+            windows=revenue.windows,
+            reporting=revenue.reporting_currency,
+            fx=dict(revenue.fx_rates),
+            minor=dict(revenue.minor_units),
+            default_minor=revenue.default_minor_unit,
+            trial_grace=revenue.trial_conversion_grace_seconds,
+        ),
     }
 
 
-REFERENCES = {"support": (support_reference, "ticket"), "voice": (voice_reference, "survey")}
+REFERENCES = {
+    "support": (support_reference, "ticket"),
+    "voice": (voice_reference, "survey"),
+    "usage": (usage_reference, "activity"),
+    "revenue": (revenue_reference, "subscription"),
+}
 # Configuration published as a gauge: every worker shows the same value (PromQL: max).
 SAME_ON_EVERY_WORKER = {"stream_app_voice_min_responses"}
 # Worker-internal series the reference has no notion of.
@@ -112,8 +137,9 @@ def event_log(stack):
         if ev.is_invalid:
             continue
         decoded = decode_event(ev.value, now=now + 600)
-        valid.append({"id": decoded.id, "type": decoded.type, "time": decoded.ts,
-                      "family": decoded.family, "data": json.loads(ev.value)["data"]})  # fmt: skip
+        # The references take plain values, datetimes as epoch seconds.
+        data = {k: v.timestamp() if isinstance(v, datetime) else v for k, v in decoded.data.model_dump().items()}
+        valid.append({"id": decoded.id, "type": decoded.type, "time": decoded.ts, "family": decoded.family, "data": data})
     print(
         f"\nevent log: {len(events)} messages ({len(valid)} valid, "
         f"{sum(e.is_invalid for e in events)} invalid, {sum(e.is_duplicate for e in events)} duplicates, "
