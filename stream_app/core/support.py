@@ -457,6 +457,46 @@ def _sla(out: list, lab: tuple, start: float, target: float | None, stop: float 
         out.append(("sla_breach", lab, start + target, 1))  # counted when the target passed
 
 
+def account_signal(state: TicketState, cfg: SupportConfig, now: float | None = None) -> dict | None:
+    """What the customer-health work needs from one ticket, or None while the ticket has no
+    ticket.created or no account_id.
+
+    A pure function of the state (``now`` is accepted for a uniform signature and ignored), so
+    the signal only changes when the ticket does: ``first_reply_breached`` is judged by event
+    time (the clock stopped after its target, or it still runs and the ticket's newest event is
+    past the target). A clock that is still running is judged by the health score at its own
+    ``now`` from ``created_ts`` + ``first_reply_due_ts`` (``first_reply_stopped_ts`` is None).
+    """
+    f = derive(state)
+    if f is None or not f.account_id:
+        return None
+    first_reply = f.agent_public[0] if f.agent_public else None
+    first_solve = f.solves[0] if f.solves else None
+    stops = [t for t in (first_reply, first_solve) if t is not None]  # same clock as the SLA metric
+    stopped = min(stops) if stops else None
+    target = cfg.sla_targets.get(f.priority)
+    secs = target.first_reply_seconds if target is not None else None
+    mx = state.max_ts()
+    if secs is None:
+        breached = False
+    elif stopped is not None:
+        breached = stopped - f.created_ts > secs
+    else:
+        breached = mx is not None and mx - f.created_ts > secs
+    return {
+        "account_id": f.account_id,
+        "open": f.status not in RESOLVED,
+        "first_reply_breached": breached,
+        "first_reply_stopped_ts": stopped,  # first agent public reply or first solve; None = running
+        "first_reply_due_ts": None if secs is None else f.created_ts + secs,
+        "priority": f.priority,
+        "created_ts": f.created_ts,
+        "reopens": len(f.reopens),
+        "last_reopen_ts": f.reopens[-1] if f.reopens else None,
+        "ts": mx,
+    }
+
+
 # --------------------------------------------------------------------------- index
 
 _VOLUME = {

@@ -83,7 +83,7 @@ REFERENCES = {
     "revenue": (revenue_reference, "subscription"),
 }
 # Configuration published as a gauge: every worker shows the same value (PromQL: max).
-SAME_ON_EVERY_WORKER = {"stream_app_voice_min_responses"}
+SAME_ON_EVERY_WORKER = {"stream_app_voice_min_responses", "stream_app_revenue_reporting_currency_info"}
 # Worker-internal series the reference has no notion of.
 INTERNAL = re.compile(r"_watermark_timestamp_seconds$|_dropped_contributions_total$")
 
