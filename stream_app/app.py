@@ -8,19 +8,23 @@ what is exposed lives in ``stream_app.exposition``.
 from __future__ import annotations
 
 import logging
+import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.exceptions import SameNode
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from faust.web.exceptions import ServiceUnavailable
+from yarl import URL
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from .config import Settings
 from .events import EventRejected, decode_event
 from .exposition import CallbackCollector, PipelineMetrics, render, worker_state_families
-from .families import build_families
-from .processing import FamilyProcessor
+from .families import build_families, health_config
+from .processing import FamilyProcessor, HealthProcessor
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,12 @@ class StreamWorker:
         self._eval_time: float | None = None
         self.app = self._make_app()
         self._install_faust_sensors()
+        self.signals = self.app.topic(
+            settings.health_signals_topic(),
+            key_serializer="raw",
+            value_serializer="json",
+            partitions=settings.topic_partitions,
+        )
         self.processors = [
             FamilyProcessor(
                 family,
@@ -60,11 +70,19 @@ class StreamWorker:
                 store=self._store_url(),
                 topic=settings.input_topics()[family.event_family],
                 pipeline=self.pipeline,
+                signals=self.signals,
             )
             for family in build_families(settings)
         ]
+        self.health = HealthProcessor(
+            self.app,
+            partitions=settings.topic_partitions,
+            store=self._store_url(),
+            config=health_config(settings),
+        )
+        self._add_health_agent()
         self.handlers: dict[str, EventHandler] = {p.family.event_family: p.handle for p in self.processors}
-        for processor in self.processors:
+        for processor in [*self.processors, self.health]:
             self.registry.register(CallbackCollector(lambda p=processor: p.collect(self._eval_time)))
         self.deadletter = self.app.topic(
             settings.topic_deadletter,
@@ -89,6 +107,7 @@ class StreamWorker:
             store="memory://",
             web_host=s.web_host,
             web_port=s.web_port,
+            canonical_url=s.advertised_url or f"http://{socket.gethostname()}:{s.web_port}",
             web_enabled=True,
             topic_partitions=s.topic_partitions,
             topic_replication_factor=s.topic_replication,
@@ -142,6 +161,18 @@ class StreamWorker:
         # One agent per topic, concurrency 1: faust #606 commits past in-flight
         # messages with concurrency > 1. Scale with partitions and workers instead.
         self.app.agent(topic, name=f"stream_app.ingest.{family}", concurrency=1)(ingest)
+
+    def _add_health_agent(self) -> None:
+        health = self.health
+
+        async def account_health(stream: faust.StreamT) -> None:
+            async for event in stream.events():
+                try:
+                    await health.handle(event.key.decode(), event.value, event.message.partition)
+                except Exception:  # noqa: BLE001 - our own topic; log, never stop the worker
+                    log.exception("health signal at offset %s could not be applied", event.message.offset)
+
+        self.app.agent(self.signals, name="stream_app.health", concurrency=1)(account_health)
 
     # --- the hot path -----------------------------------------------------
 
@@ -209,7 +240,7 @@ class StreamWorker:
             not app.rebalancing
             and not getattr(app, "in_recovery", False)
             and app.tables.recovery.completed.is_set()
-            and all(p.ready for p in self.processors)
+            and all(p.ready for p in [*self.processors, self.health])
         )
 
     def is_healthy(self) -> bool:
@@ -227,6 +258,24 @@ class StreamWorker:
             if tp.topic in counts:
                 counts[tp.topic] += 1
         return counts
+
+    async def _lowest_from_peers(self, limit: int) -> list[dict]:
+        own = self.app.conf.canonical_url
+        try:
+            hosts = self.app.router.table_metadata("account_health")
+        except KeyError:
+            return []
+        accounts: list[dict] = []
+        for url in hosts:
+            if URL(url) == own:
+                continue
+            peer = URL(url).with_path("/accounts/lowest").with_query(limit=limit, scope="local")
+            try:
+                async with self.app.http_client.get(peer, timeout=5) as response:
+                    accounts += (await response.json())["accounts"]
+            except Exception as exc:  # noqa: BLE001 - one slow peer must not fail the answer
+                log.warning("lowest accounts from %s failed: %r", url, exc)
+        return accounts
 
     def _worker_families(self):
         return worker_state_families(
@@ -249,6 +298,47 @@ class StreamWorker:
                 worker._eval_time = None
             # aiohttp refuses a charset in content_type=, so set the header itself.
             return web_view.bytes(body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        @self.app.page("/accounts/lowest")
+        async def lowest(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            try:
+                limit = int(request.query.get("limit", worker.settings.health_lowest_limit))
+            except ValueError:
+                return web_view.json({"error": "limit must be an integer"}, status=400)
+            limit = max(1, min(limit, 1000))
+            now = time.time()
+            accounts = worker.health.index.lowest(now, limit)
+            if request.query.get("scope") != "local":
+                # Every worker owns a share of the accounts: ask the others for theirs.
+                accounts += await worker._lowest_from_peers(limit)
+                accounts.sort(key=lambda a: (a["total"], a["account_id"]))
+            return web_view.json({"evaluated_at": now, "accounts": accounts[:limit]})
+
+        @self.app.page("/accounts/{account_id}/health")
+        async def account_health(
+            web_view: faust.web.View, request: faust.web.Request, account_id: str
+        ) -> faust.web.Response:
+            try:
+                return await worker.app.router.route_req("account_health", account_id, web_view.web, request)
+            except SameNode:
+                pass
+            except ServiceUnavailable:
+                return web_view.json({"error": "no worker owns this account right now"}, status=503)
+            now = time.time()
+            found = worker.health.index.evaluate(account_id, now)
+            if found is None:
+                return web_view.json({"error": "unknown account"}, status=404)
+            score, facts = found
+            return web_view.json(
+                {
+                    "account_id": account_id,
+                    "evaluated_at": now,
+                    "total": score.total,
+                    "band": score.band,
+                    "components": score.components,
+                    "facts": facts,
+                }
+            )
 
         @self.app.page("/healthz")
         async def healthz(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:

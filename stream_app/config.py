@@ -37,6 +37,11 @@ class Settings(BaseSettings):
         "cs.deadletter",
         description="Dead-letter topic: original bytes of rejected events, reason in headers.",
     )
+    topic_health_signals: str = Field(
+        "",
+        description="Internal topic of per-entity account signals feeding customer health "
+        "(key: account id); empty = '<app_id>.health-signals'.",
+    )
     topic_partitions: int = Field(
         4, ge=1, description="Partitions of every input topic (and of table changelogs)."
     )
@@ -153,6 +158,16 @@ class Settings(BaseSettings):
     voice_min_responses: int = Field(
         30, ge=0, description="Responses below which a survey score is marked as a small sample."
     )
+    health_weights: dict[str, float] = Field(
+        {"usage": 0.35, "support": 0.25, "voice": 0.2, "revenue": 0.2},
+        description="Customer health component weights (JSON); missing components are left out and "
+        "the rest renormalised.",
+    )
+    health_at_risk_below: float = Field(0.4, ge=0, le=1, description="Health score below this: band at_risk.")
+    health_healthy_from: float = Field(0.7, ge=0, le=1, description="Health score from this up: band healthy.")
+    health_lowest_limit: int = Field(
+        20, ge=1, le=1000, description="Default number of accounts /accounts/lowest answers."
+    )
     label_team_allow: list[str] = Field(
         [], description="Team label allow-list (JSON list); empty = keep the first label_team_cap teams."
     )
@@ -173,7 +188,12 @@ class Settings(BaseSettings):
     # --- Web / exposition --------------------------------------------------
     web_host: str = Field("0.0.0.0", description="Address the worker's HTTP server binds.")
     web_port: int = Field(
-        6066, ge=0, le=65535, description="Worker HTTP port: /metrics, /healthz, /readyz."
+        6066, ge=0, le=65535, description="Worker HTTP port: /metrics, /healthz, /readyz, /accounts/..."
+    )
+    advertised_url: str = Field(
+        "",
+        description="URL other workers use to reach this one (requests for accounts they do not own "
+        "are routed there); empty = http://<hostname>:<web_port>.",
     )
 
     # --- Ingest ----------------------------------------------------------
@@ -186,6 +206,9 @@ class Settings(BaseSettings):
         description="Events timestamped further than this in the future are rejected.",
     )
     log_level: str = Field("info", description="Worker log level.")
+
+    def health_signals_topic(self) -> str:
+        return self.topic_health_signals or f"{self.app_id}.health-signals"
 
     def input_topics(self) -> dict[str, str]:
         """Event family name -> topic name."""

@@ -112,7 +112,7 @@ def main_demo(argv: list[str]) -> int:
             procs.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "stream_app.cli", "worker"],
-                    env={**env, "STREAM_APP_WEB_PORT": str(port)},
+                    env={**env, "STREAM_APP_WEB_PORT": str(port), "STREAM_APP_ADVERTISED_URL": f"http://127.0.0.1:{port}"},
                     cwd=workdir,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .config import Settings
 from functools import partial
 
-from .core import revenue, support, usage, voice
+from .core import health, revenue, support, usage, voice
 from .core.labels import LabelGuard, LabelRule
 from .processing import Family
 
@@ -92,6 +92,7 @@ def build_families(settings: Settings) -> list[Family]:
             contributions=support.contributions,
             make_index=support.SupportIndex,
             retention_until=getattr(support, "retention_until", None),
+            account_signal=support.account_signal,
         ),
         Family(
             name="voice",
@@ -103,6 +104,7 @@ def build_families(settings: Settings) -> list[Family]:
             contributions=voice.contributions,
             make_index=voice.VoiceIndex,
             retention_until=voice.retention_until,
+            account_signal=lambda state, cfg: voice.account_signal(state),
         ),
         Family(
             name="usage",
@@ -114,6 +116,7 @@ def build_families(settings: Settings) -> list[Family]:
             contributions=usage.contributions,
             make_index=usage.UsageIndex,
             retention_until=usage.retention_until,
+            account_signal=_usage_signal,
         ),
         Family(
             name="revenue",
@@ -126,5 +129,25 @@ def build_families(settings: Settings) -> list[Family]:
             contributions=revenue.contributions,
             make_index=revenue.RevenueIndex,
             retention_until=revenue.retention_until,
+            # Judged at the account's newest event, so the signal is a pure function of the state.
+            account_signal=lambda state, cfg: revenue.account_signal(state, state.max_ts(), cfg),
         ),
     ]
+
+
+def _usage_signal(state: usage.UserState, cfg: usage.UsageConfig) -> dict | None:
+    """A user's signal, coarsened to the hour: health judges activity by days, and an
+    exact last-active time would send a message on every heartbeat."""
+    signal = usage.account_signal(state, state.max_ts())
+    if signal is not None and signal.get("last_active_ts") is not None:
+        signal["last_active_ts"] = signal["last_active_ts"] // 3600 * 3600
+    return signal
+
+
+def health_config(settings: Settings) -> health.HealthConfig:
+    return health.HealthConfig(
+        weights=settings.health_weights,
+        at_risk_below=settings.health_at_risk_below,
+        healthy_from=settings.health_healthy_from,
+        first_reply_targets={p: t[0] for p, t in settings.support_sla_targets.items()},
+    )

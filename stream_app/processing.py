@@ -44,6 +44,8 @@ class Family:
     contributions: Callable[[Any, Any], list]
     make_index: Callable[[Any], Any]
     retention_until: Callable[[Any, Any], float | None] | None = None
+    # The entity's contribution to its account's health (dict with "account_id"), or None.
+    account_signal: Callable[[Any, Any], dict | None] | None = None
 
 
 class EntityTable(faust.Table):
@@ -74,9 +76,11 @@ class FamilyProcessor:
         store: str,
         topic: str,
         pipeline: PipelineMetrics,
+        signals: faust.TopicT | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.family = family
+        self.signals = signals
         self.cfg = family.config
         self.topic = topic
         self.pipeline = pipeline
@@ -112,16 +116,39 @@ class FamilyProcessor:
         new, applied = fam.apply(old, event)
         if not applied:
             self.pipeline.duplicates.labels(self.topic).inc()
+            # A redelivery may follow a crash that lost the signal sent the first
+            # time; signals are absolute, so sending it again is harmless.
+            await self._signal(key, old, old, force=True)
             return
         self.index.update(
             fam.contributions(old, self.cfg) if old is not None else (), fam.contributions(new, self.cfg)
         )
         self.table[key] = [partition, new.to_dict()]
+        await self._signal(key, old, new)
         self._schedule_expiry(partition, key, new)
         cutoff = self.tracker.cutoff()
         self.index.evict(cutoff)
         if cutoff is not None:
-            self._expire(partition, cutoff)
+            await self._expire(partition, cutoff)
+
+    async def _signal(self, key: str, old: Any, new: Any, *, force: bool = False) -> None:
+        """Tell customer health what this entity now says about its account."""
+        fam = self.family
+        if self.signals is None or fam.account_signal is None:
+            return
+        before = fam.account_signal(old, self.cfg) if old is not None else None
+        after = fam.account_signal(new, self.cfg) if new is not None else None
+        if not force and _without_ts(before) == _without_ts(after):
+            return
+        ts = (new if new is not None else old).max_ts()
+        if before is not None and (after is None or before["account_id"] != after["account_id"]):
+            await self._send_signal(before["account_id"], key, ts, None)
+        if after is not None:
+            await self._send_signal(after["account_id"], key, ts, after)
+
+    async def _send_signal(self, account_id: str, key: str, ts: float | None, signal: dict | None) -> None:
+        message = {"source": self.family.name, "entity": key, "ts": ts, "signal": signal}
+        await self.signals.send(key=account_id.encode(), value=message)
 
     def _schedule_expiry(self, partition: int, key: str, state: Any) -> None:
         if self.family.retention_until is None:
@@ -130,7 +157,7 @@ class FamilyProcessor:
         if until is not None:
             heapq.heappush(self._expiry.setdefault(partition, []), (until, key))
 
-    def _expire(self, partition: int, cutoff: float, budget: int = 8) -> None:
+    async def _expire(self, partition: int, cutoff: float, budget: int = 8) -> None:
         """Delete entities of this partition that no longer affect any metric.
 
         Only the current event's partition: a table delete writes its tombstone
@@ -150,6 +177,7 @@ class FamilyProcessor:
                 continue  # updated since it was scheduled
             self.index.retract(self.family.contributions(state, self.cfg))
             del self.table[key]
+            await self._signal(key, state, None)
             self.evicted_entities += 1
 
     # --- rebalancing ----------------------------------------------------------
@@ -199,3 +227,58 @@ class FamilyProcessor:
         )
         wm.add_metric([], self.tracker.watermark() or 0.0)
         yield wm
+
+
+def _without_ts(signal: dict | None) -> dict | None:
+    # Support signals carry the entity's newest event time, which moves on every
+    # event; only a change of what the signal says is worth a message.
+    return None if signal is None else {k: v for k, v in signal.items() if k != "ts"}
+
+
+class HealthProcessor:
+    """Per-account health state from the signals topic; scores are computed when read."""
+
+    def __init__(self, app: faust.App, *, partitions: int, store: str, config: Any) -> None:
+        from .core import health
+
+        self._health = health
+        self.cfg = config
+        self.table = EntityTable(
+            app,
+            name="account_health",
+            default=None,
+            beacon=app.tables.beacon,
+            partitions=partitions,
+            store=store,
+            help="customer health per account",
+        )
+        app.tables.add(self.table)
+        self.table.processor = self
+        self.index = health.HealthIndex(config)
+        self.ready = False
+
+    async def handle(self, account_id: str, message: dict, partition: int) -> None:
+        state, changed = self.index.apply(message, account_id=account_id)
+        # States are kept even when no entity is live: their tombstones stop a
+        # replayed older signal from bringing an entity back (the core's
+        # retention bounds them).
+        if changed and state is not None:
+            self.table[account_id] = [partition, state.to_dict()]
+
+    def on_rebalance_started(self) -> None:
+        self.ready = False
+
+    def rebuild(self, partitions: set[int]) -> None:
+        t0 = time.perf_counter()
+        states = [
+            self._health.HealthState.from_dict(stored[1])
+            for stored in list(self.table.data.values())
+            if stored is not None and stored[0] in partitions
+        ]
+        self.index = self._health.HealthIndex(self.cfg)
+        self.index.rebuild(states)
+        self.ready = True
+        log.info("health: rebuilt %d accounts in %.3fs", len(states), time.perf_counter() - t0)
+
+    def collect(self, now: float | None = None) -> Iterable[Metric]:
+        return self.index.collect(time.time() if now is None else now)

@@ -22,7 +22,7 @@ _TOPIC_ALREADY_EXISTS = 36
 
 
 def topic_names(settings: Settings) -> list[str]:
-    return [*settings.input_topics().values(), settings.topic_deadletter]
+    return [*settings.input_topics().values(), settings.topic_deadletter, settings.health_signals_topic()]
 
 
 async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, int]:
@@ -63,7 +63,7 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, 
         partitions = {d["topic"]: len(d["partitions"]) for d in described}
     finally:
         await admin.close()
-    for name in settings.input_topics().values():
+    for name in [*settings.input_topics().values(), settings.health_signals_topic()]:
         if partitions.get(name) != settings.topic_partitions:
             # Faust would stop with PartitionsMismatch later; say why now.
             raise RuntimeError(

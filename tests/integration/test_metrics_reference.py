@@ -22,11 +22,11 @@ import pytest
 
 from stream_app.config import Settings
 from stream_app.events import decode_event
-from stream_app.families import build_families
+from stream_app.families import build_families, health_config
 from stream_app.generator import Faults, GeneratedEvent, generate
 from stream_app.producer import produce_log
 
-from ..reference import revenue_reference, support_reference, usage_reference, voice_reference
+from ..reference import health_reference, revenue_reference, support_reference, usage_reference, voice_reference
 from .worker_process import WorkerProcess, total, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
@@ -192,14 +192,60 @@ def _scrape_at(workers, at: float) -> dict[tuple, float]:
     return out
 
 
-def _assert_matches_reference(workers, valid, settings: Settings) -> int:
+def _health_params(settings: Settings) -> dict:
+    cfg = health_config(settings)
+    return dict(
+        weights=dict(cfg.weights), at_risk_below=cfg.at_risk_below, healthy_from=cfg.healthy_from,
+        usage_active=cfg.usage_active_seconds, usage_known=cfg.usage_known_seconds,
+        session_cap=cfg.usage_session_cap, intensity_weight=cfg.usage_intensity_weight,
+        support_recent=cfg.support_recent_seconds, pen_open=cfg.support_open_penalty,
+        pen_breach=cfg.support_breach_penalty, pen_reopen=cfg.support_reopen_penalty,
+        targets=dict(cfg.first_reply_targets), voice_window=cfg.voice_window_seconds,
+        voice_n=cfg.voice_max_responses, pen_bottom=cfg.voice_bottom_penalty,
+        revenue_recent=cfg.revenue_recent_seconds, pen_contraction=cfg.revenue_contraction_penalty,
+        pen_renewal=cfg.revenue_renewal_penalty, pen_cancel=cfg.revenue_cancel_penalty,
+        retention=dict(cfg.retention_seconds), edges=cfg.score_edges,
+    )  # fmt: skip
+
+
+async def _read_signals(bootstrap: str, topic: str, partitions: int) -> list[dict]:
+    """Every health signal message, in partition order (an account lives in one partition)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        ends = await consumer.end_offsets(parts)
+        out = []
+        pending = {tp for tp in parts if ends[tp] > 0}
+        while pending:
+            for tp, msgs in (await consumer.getmany(*pending, timeout_ms=1000)).items():
+                out += [{"account_id": m.key.decode(), **json.loads(m.value)} for m in msgs]
+                if msgs and msgs[-1].offset >= ends[tp] - 1:
+                    pending.discard(tp)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def _assert_matches_reference(workers, valid, settings: Settings, bootstrap: str | None = None) -> int:
     at = time.time()
     got = _scrape_at(workers, at)
     params = _reference_params(settings)
     checked = 0
-    for name, (module, family) in REFERENCES.items():
+    references = {name: (module.compute([e for e in valid if e["family"] == family], at, params[name]))
+                  for name, (module, family) in REFERENCES.items()}  # fmt: skip
+    if bootstrap is not None:
+        # Health is computed from the signals the families sent: compare with the
+        # batch reference over exactly those messages, read back from Kafka.
+        signals = asyncio.run(_read_signals(bootstrap, settings.health_signals_topic(), settings.topic_partitions))
+        references["health"] = health_reference.compute(signals, at, _health_params(settings))
+        print(f"health: {len(signals)} signal messages")
+    for name, expected in references.items():
         prefix = f"stream_app_{name}_"
-        expected = module.compute([e for e in valid if e["family"] == family], at, params[name])
         mine = {k: v for k, v in got.items() if k[0].startswith(prefix) and not INTERNAL.search(k[0])}
         missing = [k for k in expected if k not in mine]
         assert not missing, f"{name}: series missing from /metrics: {sorted(missing, key=str)[:5]}"
@@ -226,7 +272,8 @@ def test_one_worker_equals_reference(stack, event_log, tmp_path):
         assert total(samples, "stream_app_events_too_late_total") == too_late
         duplicates = total(samples, "stream_app_events_duplicate_total")
         print(f"consumed {len(events)}, duplicates ignored {duplicates:.0f}, too late {too_late}")
-        assert _assert_matches_reference([worker], valid, _settings_of(env)) > 100
+        wait_for(lambda: _consumed_offsets_done(worker), timeout=120, interval=1.0, message="signals consumed")
+        assert _assert_matches_reference([worker], valid, _settings_of(env), stack.bootstrap) > 100
     finally:
         worker.stop()
 
@@ -242,7 +289,10 @@ def test_two_workers_sum_to_reference(stack, event_log, tmp_path):
         wait_for(lambda: all(w.http_status("/readyz") == 200 for w in workers), timeout=60, message="both ready")
         shares = [total(w.samples(), "stream_app_assigned_partitions") for w in workers]
         assert all(s > 0 for s in shares), f"both workers own partitions: {shares}"
-        _assert_matches_reference(workers, valid, _settings_of(env))
+        wait_for(lambda: all(_consumed_offsets_done(w) for w in workers), timeout=120, interval=1.0,
+                 message="signals consumed")  # fmt: skip
+        _assert_matches_reference(workers, valid, _settings_of(env), stack.bootstrap)
+        _assert_lowest_accounts_answered_by_any_worker(workers, _settings_of(env), stack.bootstrap)
     finally:
         for w in workers:
             w.stop()
@@ -271,9 +321,34 @@ def test_kill_and_restart_mid_stream_equals_reference(stack, event_log, tmp_path
               f"keys loaded from Redis: {sum(loaded)}")  # fmt: skip
         assert sum(loaded) > 0, "the restarted worker loaded its state from Redis"
         assert replayed and max(replayed) < sum(loaded), "only the changelog tail was replayed"
-        _assert_matches_reference([worker], valid, _settings_of(env))
+        _assert_matches_reference([worker], valid, _settings_of(env), stack.bootstrap)
     finally:
         worker.stop()
+
+
+def _get_json(url: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def _assert_lowest_accounts_answered_by_any_worker(workers, settings: Settings, bootstrap: str) -> None:
+    signals = asyncio.run(_read_signals(bootstrap, settings.health_signals_topic(), settings.topic_partitions))
+    answers = [_get_json(f"{w.base_url}/accounts/lowest?limit=15") for w in workers]
+    local = [_get_json(f"{w.base_url}/accounts/lowest?limit=15&scope=local") for w in workers]
+    for answer in answers:
+        expected = health_reference.scores(signals, answer["evaluated_at"], _health_params(settings))
+        ranked = sorted((t, a) for a, (t, _, _) in expected.items() if t is not None)[:15]
+        assert [(a["total"], a["account_id"]) for a in answer["accounts"]] == ranked
+    own = [{a["account_id"] for a in answer["accounts"]} for answer in local]
+    assert own[0] and own[1] and not own[0] & own[1], "each worker scores only the accounts it owns"
+    # A request for one account answers on every worker, routed to its owner.
+    account = answers[0]["accounts"][0]["account_id"]
+    views = [_get_json(f"{w.base_url}/accounts/{account}/health") for w in workers]
+    assert views[0]["total"] == views[1]["total"] == answers[0]["accounts"][0]["total"]
+    assert set(views[0]["components"]) == {"usage", "support", "voice", "revenue"}
+    print(f"lowest accounts: {[(a['account_id'], a['total']) for a in answers[0]['accounts'][:5]]}")
 
 
 def _consumed_offsets_done(worker) -> bool:

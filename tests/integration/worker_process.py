@@ -47,7 +47,12 @@ class WorkerProcess:
         self.workdir = workdir / name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "worker.log"
-        self.env = {**os.environ, **env, "STREAM_APP_WEB_PORT": str(self.port)}
+        self.env = {
+            **os.environ,
+            **env,
+            "STREAM_APP_WEB_PORT": str(self.port),
+            "STREAM_APP_ADVERTISED_URL": f"http://127.0.0.1:{self.port}",
+        }
         self.proc: subprocess.Popen | None = None
 
     @property
