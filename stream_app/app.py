@@ -96,6 +96,9 @@ class StreamWorker:
         self.pipeline.prime(self.input_topics.values())
         self.registry.register(CallbackCollector(self._worker_families))
         self._add_pages()
+        from .http_ingest import HttpIngest  # POST /events for apps that cannot speak Kafka
+
+        self.http_ingest = HttpIngest.for_worker(self)
 
     # --- construction -----------------------------------------------------
 

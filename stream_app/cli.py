@@ -18,6 +18,7 @@ commands:
   stack      run the local Kafka + Redis stack by hand (see: stream-app stack --help)
   topics     create the input and dead-letter topics if missing
   schemas    write the JSON Schema files (or --check that schemas/ is up to date)
+  top        live terminal view of headline metrics and pipeline health (see: stream-app top --help)
 """
 
 
@@ -107,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         return _topics_main(rest)
     if command == "schemas":
         return _schemas_main(rest)
+    if command == "top":
+        from .top import main_top
+
+        return main_top(rest)
     print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -204,6 +204,22 @@ class Settings(BaseSettings):
         300.0,
         ge=0,
         description="Events timestamped further than this in the future are rejected.",
+    )
+
+    # --- HTTP ingest (POST /events, stream_app/http_ingest.py) -------------
+    http_ingest_enabled: bool = Field(
+        True, description="Serve POST /events on the worker's HTTP port (docs/producing.md)."
+    )
+    http_ingest_max_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Largest POST /events body; bigger requests get 413 unread."
+    )
+    http_ingest_max_events: int = Field(
+        1000, ge=1, description="Most events in one POST /events request; more get 413."
+    )
+    ingest_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token POST /events requires (Authorization: Bearer ...); empty = no auth. "
+        "Never logged.",
     )
     log_level: str = Field("info", description="Worker log level.")
 
