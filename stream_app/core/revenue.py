@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from stream_app.core.index import ContributionIndex
 from stream_app.core.labels import LabelGuard
 from stream_app.core.windows import RollingCounter, check_windows, window_label
 
@@ -778,7 +779,7 @@ def _mrr(v: int) -> float:
     return v / 12 / NANO
 
 
-class RevenueIndex:
+class RevenueIndex(ContributionIndex):
     """Revenue aggregates derived from account states. Not thread-safe (use the event loop)."""
 
     def __init__(self, cfg: RevenueConfig):
@@ -815,43 +816,8 @@ class RevenueIndex:
                 d.pop((name, key), None)
         return 0
 
-    def update(self, old: Iterable[Contribution], new: Iterable[Contribution]) -> int:
-        """Replace one account's old contributions by its new ones. Returns how many new window
-        contributions were dropped as too late (also added to ``self.dropped``)."""
-        oc: dict = {}
-        for c in old:
-            oc[c] = oc.get(c, 0) + 1
-        nc: dict = {}
-        for c in new:
-            nc[c] = nc.get(c, 0) + 1
-        for c, k in oc.items():
-            d = k - nc.get(c, 0)
-            if d > 0:
-                self._apply(c, -d)
-        dropped = 0
-        for c, k in nc.items():
-            d = k - oc.get(c, 0)
-            if d > 0:
-                dropped += self._apply(c, d)
-        self.dropped += dropped
-        return dropped
-
-    def add(self, contribs: Iterable[Contribution]) -> int:
-        return self.update((), contribs)
-
-    def retract(self, contribs: Iterable[Contribution]) -> None:
-        self.update(contribs, ())
-
-    def rebuild(self, states: Iterable[AccountState]) -> float | None:
-        """Reset and add every state's contributions; returns the latest event time seen."""
-        self._reset()
-        high = None
-        for s in states:
-            self.update((), contributions(s, self.cfg))
-            m = s.max_ts()
-            if m is not None and (high is None or m > high):
-                high = m
-        return high
+    def _contributions(self, state: AccountState) -> list[Contribution]:
+        return contributions(state, self.cfg)
 
     def evict(self, cutoff_ts: float | None) -> int:
         if cutoff_ts is None:

@@ -33,6 +33,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from stream_app.core.index import ContributionIndex
 from stream_app.core.labels import LabelGuard
 from stream_app.core.windows import (
     DEFAULT_BUCKET_SECONDS,
@@ -542,7 +543,7 @@ _HIST = {
 }
 
 
-class SupportIndex:
+class SupportIndex(ContributionIndex):
     """Support aggregates derived from ticket states. Not thread-safe (use the event loop)."""
 
     def __init__(self, cfg: SupportConfig):
@@ -615,46 +616,8 @@ class SupportIndex:
             self._seen_backlog.add(labels)
         return 0
 
-    def update(self, old: Iterable[Contribution], new: Iterable[Contribution]) -> int:
-        """Replace one entity's old contributions by its new ones (only the difference is
-        applied). Returns how many new contributions were dropped because their bucket was
-        evicted (too late); they are also added to ``self.dropped``."""
-        oc: dict = {}
-        for c in old:
-            oc[c] = oc.get(c, 0) + 1
-        nc: dict = {}
-        for c in new:
-            nc[c] = nc.get(c, 0) + 1
-        for c, k in oc.items():
-            d = k - nc.get(c, 0)
-            if d > 0:
-                self._apply(c, -d)
-        dropped = 0
-        for c, k in nc.items():
-            d = k - oc.get(c, 0)
-            if d > 0:
-                dropped += self._apply(c, d)
-        self.dropped += dropped
-        return dropped
-
-    def add(self, contribs: Iterable[Contribution]) -> int:
-        """Add contributions (e.g. a new entity, or a rebuild). Returns the number dropped."""
-        return self.update((), contribs)
-
-    def retract(self, contribs: Iterable[Contribution]) -> None:
-        self.update(contribs, ())
-
-    def rebuild(self, states: Iterable[TicketState]) -> float | None:
-        """Reset and add every state's contributions (partition assignment, restart).
-        Returns the latest event time seen in the states (to seed watermarks)."""
-        self._reset()
-        high = None
-        for s in states:
-            self.update((), contributions(s, self.cfg))
-            m = s.max_ts()
-            if m is not None and (high is None or m > high):
-                high = m
-        return high
+    def _contributions(self, state: TicketState) -> list[Contribution]:
+        return contributions(state, self.cfg)
 
     def evict(self, cutoff_ts: float | None) -> int:
         """Drop window buckets before ``cutoff_ts`` (``WatermarkTracker.cutoff()``)."""

@@ -36,6 +36,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from stream_app.core.index import ContributionIndex
 from stream_app.core.labels import LabelGuard
 from stream_app.core.windows import (
     DEFAULT_BUCKET_SECONDS,
@@ -440,7 +441,7 @@ _COUNTERS = {
 _UNLABELLED = ("active", "known", "signed_up", "adopted", "feature_pairs")  # always published, zeros too
 
 
-class UsageIndex:
+class UsageIndex(ContributionIndex):
     """Usage aggregates derived from user states. Not thread-safe (use the event loop)."""
 
     def __init__(self, cfg: UsageConfig):
@@ -499,43 +500,8 @@ class UsageIndex:
             return 0
         raise ValueError(f"unknown usage contribution {name!r}")
 
-    def update(self, old: Iterable[Contribution], new: Iterable[Contribution]) -> int:
-        """Replace one user's old contributions by its new ones (only the difference is applied).
-        Returns how many new contributions were dropped because their bucket was evicted."""
-        oc: dict = {}
-        for c in old:
-            oc[c] = oc.get(c, 0) + 1
-        nc: dict = {}
-        for c in new:
-            nc[c] = nc.get(c, 0) + 1
-        for c, k in oc.items():
-            d = k - nc.get(c, 0)
-            if d > 0:
-                self._apply(c, -d)
-        dropped = 0
-        for c, k in nc.items():
-            d = k - oc.get(c, 0)
-            if d > 0:
-                dropped += self._apply(c, d)
-        self.dropped += dropped
-        return dropped
-
-    def add(self, contribs: Iterable[Contribution]) -> int:
-        return self.update((), contribs)
-
-    def retract(self, contribs: Iterable[Contribution]) -> None:
-        self.update(contribs, ())
-
-    def rebuild(self, states: Iterable[UserState]) -> float | None:
-        """Reset and add every state's contributions. Returns the latest event time seen."""
-        self._reset()
-        high = None
-        for s in states:
-            self.update((), contributions(s, self.cfg))
-            m = s.max_ts()
-            if m is not None and (high is None or m > high):
-                high = m
-        return high
+    def _contributions(self, state: UserState) -> list[Contribution]:
+        return contributions(state, self.cfg)
 
     def evict(self, cutoff_ts: float | None) -> int:
         """Drop window buckets given the family cutoff (``WatermarkTracker.cutoff()`` with

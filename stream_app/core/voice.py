@@ -28,6 +28,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from stream_app.core.index import ContributionIndex
 from stream_app.core.labels import LabelGuard, LabelRule
 from stream_app.core.windows import RollingCounter, RollingHistogram, check_windows, window_label
 
@@ -290,7 +291,7 @@ _COUNTS = {
 }
 
 
-class VoiceIndex:
+class VoiceIndex(ContributionIndex):
     """Voice aggregates derived from response states. Not thread-safe (use the event loop)."""
 
     def __init__(self, cfg: VoiceConfig):
@@ -324,44 +325,8 @@ class VoiceIndex:
             return 0
         raise ValueError(f"unknown voice contribution {name!r}")
 
-    def update(self, old: Iterable[Contribution], new: Iterable[Contribution]) -> int:
-        """Replace one response's old contributions by its new ones (only the difference is
-        applied). Returns how many new contributions were dropped as too late (also added to
-        ``self.dropped``)."""
-        oc: dict = {}
-        for c in old:
-            oc[c] = oc.get(c, 0) + 1
-        nc: dict = {}
-        for c in new:
-            nc[c] = nc.get(c, 0) + 1
-        for c, k in oc.items():
-            d = k - nc.get(c, 0)
-            if d > 0:
-                self._apply(c, -d)
-        dropped = 0
-        for c, k in nc.items():
-            d = k - oc.get(c, 0)
-            if d > 0:
-                dropped += self._apply(c, d)
-        self.dropped += dropped
-        return dropped
-
-    def add(self, contribs: Iterable[Contribution]) -> int:
-        return self.update((), contribs)
-
-    def retract(self, contribs: Iterable[Contribution]) -> None:
-        self.update(contribs, ())
-
-    def rebuild(self, states: Iterable[ResponseState]) -> float | None:
-        """Reset and add every state's contributions. Returns the latest event time seen."""
-        self._reset()
-        high = None
-        for s in states:
-            self.update((), contributions(s, self.cfg))
-            m = s.max_ts()
-            if high is None or m > high:
-                high = m
-        return high
+    def _contributions(self, state: ResponseState) -> list[Contribution]:
+        return contributions(state, self.cfg)
 
     def evict(self, cutoff_ts: float | None) -> int:
         """Drop window buckets before ``cutoff_ts`` (``WatermarkTracker.cutoff()``)."""
