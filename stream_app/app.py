@@ -25,6 +25,7 @@ from .events import EventRejected, decode_event
 from .exposition import CallbackCollector, PipelineMetrics, render, worker_state_families
 from .families import build_families, health_config
 from .processing import FamilyProcessor, HealthProcessor
+from .security import ApiGuard, faust_broker_credentials, redis_url
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ class StreamWorker:
         self.settings = settings
         self.registry = registry or CollectorRegistry()
         self.pipeline = PipelineMetrics(self.registry)
+        # Bearer token and rate limit of the /accounts/... read API (off unless configured).
+        self.api_guard = ApiGuard.from_settings(settings)
         self.started_at = time.time()
         # /metrics?at=<epoch s> reads the windows at that time instead of now.
         self._eval_time: float | None = None
@@ -126,6 +129,8 @@ class StreamWorker:
             broker_heartbeat_interval=min(3.0, s.session_timeout_seconds / 3),
             consumer_group_instance_id=s.worker_instance_id or None,
             producer_acks=-1,
+            # SASL / TLS for the consumer, producer and topic creation (None = PLAINTEXT).
+            broker_credentials=faust_broker_credentials(s),
         )
         return app
 
@@ -138,8 +143,10 @@ class StreamWorker:
         from .store import register
 
         register()
-        sep = "&" if "?" in s.redis_url else "?"
-        return f"{s.redis_url}{sep}flush_interval={s.store_flush_interval}"
+        register("rediss")  # TLS: same store, redis-py picks SSL from the scheme
+        url = redis_url(s)  # with the ACL user/password and TLS CA from their settings
+        sep = "&" if "?" in url else "?"
+        return f"{url}{sep}flush_interval={s.store_flush_interval}"
 
     def _install_faust_sensors(self) -> None:
         # Faust's own engine metrics (messages, commit latency, per-partition end
@@ -274,7 +281,8 @@ class StreamWorker:
                 continue
             peer = URL(url).with_path("/accounts/lowest").with_query(limit=limit, scope="local")
             try:
-                async with self.app.http_client.get(peer, timeout=5) as response:
+                headers = self.api_guard.auth_headers()
+                async with self.app.http_client.get(peer, timeout=5, headers=headers) as response:
                     accounts += (await response.json())["accounts"]
             except Exception as exc:  # noqa: BLE001 - one slow peer must not fail the answer
                 log.warning("lowest accounts from %s failed: %r", url, exc)
@@ -304,6 +312,9 @@ class StreamWorker:
 
         @self.app.page("/accounts/lowest")
         async def lowest(web_view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            denied = worker.api_guard.check(request.headers.get("Authorization"), request.remote)
+            if denied is not None:
+                return web_view.json(denied.body, status=denied.status, headers=denied.headers)
             try:
                 limit = int(request.query.get("limit", worker.settings.health_lowest_limit))
             except ValueError:
@@ -321,7 +332,11 @@ class StreamWorker:
         async def account_health(
             web_view: faust.web.View, request: faust.web.Request, account_id: str
         ) -> faust.web.Response:
+            denied = worker.api_guard.check(request.headers.get("Authorization"), request.remote)
+            if denied is not None:
+                return web_view.json(denied.body, status=denied.status, headers=denied.headers)
             try:
+                # Forwarded with the caller's headers: the owner checks the same token.
                 return await worker.app.router.route_req("account_health", account_id, web_view.web, request)
             except SameNode:
                 pass

@@ -7,6 +7,7 @@ tests/unit/test_config_doc.py keeps that reference in step with this class.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -194,6 +195,48 @@ class Settings(BaseSettings):
         "",
         description="URL other workers use to reach this one (requests for accounts they do not own "
         "are routed there); empty = http://<hostname>:<web_port>.",
+    )
+
+    # --- Security (stream_app/security.py, docs/security.md) -------------------
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="Kafka listener protocol of every client (workers, topics, generator): "
+        "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-256", description="SASL mechanism for SASL_PLAINTEXT / SASL_SSL."
+    )
+    kafka_sasl_username: str = Field("", description="SASL user name.")
+    kafka_sasl_password: SecretStr = Field(SecretStr(""), description="SASL password. Never logged.")
+    kafka_ssl_cafile: str = Field(
+        "", description="PEM file of the CA(s) that signed the brokers' certificates; empty = system CAs."
+    )
+    kafka_ssl_certfile: str = Field("", description="Client certificate (PEM) for mutual TLS; empty = none.")
+    kafka_ssl_keyfile: str = Field("", description="Private key (PEM) of kafka_ssl_certfile.")
+    kafka_ssl_check_hostname: bool = Field(
+        True, description="Verify that the broker certificate matches the host name (keep on in production)."
+    )
+    redis_username: str = Field(
+        "", description="Redis ACL user (AUTH user password); empty = from redis_url, or 'default'."
+    )
+    redis_password: SecretStr = Field(
+        SecretStr(""),
+        description="Redis password (ACL user or requirepass); overrides one in redis_url. Never logged. "
+        "Use a rediss:// redis_url for TLS.",
+    )
+    redis_ssl_cafile: str = Field(
+        "", description="PEM CA file that signed the Redis server certificate (rediss://); empty = system CAs."
+    )
+    api_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token the /accounts/... endpoints require (Authorization: Bearer ...); "
+        "empty = no auth. Never logged.",
+    )
+    api_rate_limit: float = Field(
+        0.0, ge=0, description="Requests per second per client address on /accounts/...; 0 = unlimited."
+    )
+    api_rate_burst: int = Field(
+        20, ge=1, description="Requests a client may make at once before api_rate_limit applies (429)."
     )
 
     # --- Ingest ----------------------------------------------------------

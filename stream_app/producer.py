@@ -289,8 +289,12 @@ async def _run_generate(args: argparse.Namespace, bootstrap: str, topics: dict[s
 
         await ensure_topics(get_settings().model_copy(update={"kafka_bootstrap": bootstrap}))
 
+    from .config import get_settings
+    from .security import kafka_client_kwargs
+
     try:
-        async with EventProducer(bootstrap, topics, client_id="stream-app-generator") as producer:
+        auth = kafka_client_kwargs(get_settings())  # SASL / TLS as configured for the workers
+        async with EventProducer(bootstrap, topics, client_id="stream-app-generator", **auth) as producer:
             for ev in events:
                 if not await pace(ev):
                     break

@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 
 from .config import Settings
+from .security import kafka_auth_failure, kafka_client_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,17 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, 
     Retries the connection for a while, so a worker started together with its
     broker (compose, the demo) waits for it instead of crash-looping.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_client_kwargs(settings))
     for attempt in range(attempts):
         try:
             await admin.start()
             break
         except KafkaConnectionError:
+            # Wrong credentials look like an unreachable broker to aiokafka: fail at once, saying so.
+            refused = await kafka_auth_failure(settings)
+            if refused is not None:
+                await admin.close()
+                raise RuntimeError(refused) from None
             if attempt == attempts - 1:
                 raise
             await asyncio.sleep(1.0)

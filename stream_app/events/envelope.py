@@ -41,7 +41,11 @@ def _rfc3339_only(value: Any) -> Any:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:
+        # e.g. 0001-01-01T00:00:00+14:00: valid RFC 3339, but not representable in UTC.
+        raise PydanticCustomError("datetime_range", "Input should be within years 1..9999 in UTC") from None
 
 
 #: Timezone-aware datetime (naive rejected), normalised to UTC. Lax only so that Python callers

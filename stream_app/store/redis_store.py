@@ -387,7 +387,12 @@ class RedisStore(base.Store):
             raise ImproperlyConfigured("RedisStore does not support global tables")
         super().__init__(url, app, table, options=options, **kwargs)
         opts = self._parse_options(URL(url), options or {})
-        self.redis_url = str(URL(url).with_query(None))
+        # Our options are ours; anything else in the query (ssl_ca_certs=..., ...) is redis-py's.
+        self.redis_url = str(URL(url).with_query({k: v for k, v in URL(url).query.items() if k not in _OPTION_KEYS}))
+        # Faust puts self.url in the service label it logs ("[^--RedisStore: <url>]: Starting"):
+        # keep the password out of it (connections use self.redis_url).
+        if self.url.password:
+            self.url = self.url.with_password("***")
         self.prefix: str = opts.get("prefix") or f"faust:{app.conf.id}"
         self.flush_interval: float = opts.get("flush_interval", 1.0)
         self.scan_count: int = opts.get("scan_count", 1000)
@@ -816,5 +821,7 @@ class RedisStore(base.Store):
         """Not applicable: Redis holds the durable copy."""
 
     def _repr_info(self) -> str:
-        return f"table_name={self.table_name} url={self.redis_url} prefix={self.prefix}"
+        url = URL(self.redis_url)
+        safe = url.with_password("***") if url.password else url  # reprs end up in logs
+        return f"table_name={self.table_name} url={safe} prefix={self.prefix}"
 
