@@ -446,7 +446,6 @@ class HealthIndex:
 
     def collect(self, now: float) -> list[Metric]:
         """Distribution of the accounts' scores at wall-clock ``now`` (never account ids)."""
-        cfg = self.cfg
         bands = dict.fromkeys(BANDS, 0)
         totals: list[float] = []
         comps: dict[str, list[float]] = {c: [] for c in SOURCES}

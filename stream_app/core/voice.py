@@ -17,7 +17,7 @@ NPS is fixed 0-10; CSAT is normalised to 1-5 and CES to 1-7 linearly from the de
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 

@@ -19,10 +19,10 @@ from stream_app.core.health import (
     HealthIndex,
     HealthState,
     apply_signal,
-    evaluate,
     score,
 )
 from tests.reference import health_reference as ref
+from .family_harness import lab, samples
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc).timestamp()
 H = 3600
@@ -70,19 +70,6 @@ def index_of(messages, cfg=None, roundtrip=True):
         if changed and roundtrip:  # through JSON, as the Faust table stores it
             idx.put(HealthState.from_dict(json.loads(json.dumps(st_.to_dict()))))
     return idx
-
-
-def samples(index, now):
-    out = {}
-    for fam in index.collect(now):
-        for s in fam.samples:
-            if s.value:
-                out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def lab(**kw):
-    return frozenset(kw.items())
 
 
 def assert_same(got, exp):

@@ -5,7 +5,6 @@ state, and property tests against the independent batch reference
 from __future__ import annotations
 
 import json
-import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +29,7 @@ from stream_app.core.revenue import (
 )
 from stream_app.core.windows import WatermarkTracker
 from tests.reference import revenue_reference as ref
+from .family_harness import assert_same, lab, samples
 
 DAY = 86400
 H = 3600
@@ -115,25 +115,6 @@ class Engine:
             if self.tracker is not None:
                 self.index.evict(self.tracker.cutoff())
         return self
-
-
-def samples(index, now):
-    out = {}
-    for fam in index.collect(now):
-        for s in fam.samples:
-            if s.value:
-                out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def lab(**kw):
-    return frozenset(kw.items())
-
-
-def assert_same(got, exp):
-    assert set(got) == set(exp), (sorted(set(got) - set(exp), key=str)[:5], sorted(set(exp) - set(got), key=str)[:5])
-    for k, v in exp.items():
-        assert math.isclose(got[k], v, rel_tol=1e-9, abs_tol=1e-6), (k, got[k], v)
 
 
 def ref_params(cfg):

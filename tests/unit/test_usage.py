@@ -5,7 +5,6 @@ and pruning, and property tests against the independent batch reference
 from __future__ import annotations
 
 import json
-import math
 import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -27,6 +26,7 @@ from stream_app.core.usage import (
 )
 from stream_app.core.windows import WatermarkTracker
 from tests.reference import usage_reference as ref
+from .family_harness import assert_same, lab, samples
 
 T0 = datetime(2024, 1, 1, 8, 0, tzinfo=timezone.utc).timestamp()  # bucket-aligned
 H = 3600
@@ -92,25 +92,6 @@ class Engine:
             if self.tracker is not None:
                 self.index.evict(self.tracker.cutoff())
         return self
-
-
-def samples(index, now):
-    out = {}
-    for fam in index.collect(now):
-        for s in fam.samples:
-            if s.value:
-                out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def lab(**kw):
-    return frozenset(kw.items())
-
-
-def assert_same(got, exp):
-    assert set(got) == set(exp), (sorted(set(got) - set(exp), key=str)[:5], sorted(set(exp) - set(got), key=str)[:5])
-    for k, v in exp.items():
-        assert math.isclose(got[k], v, rel_tol=1e-9, abs_tol=1e-6), (k, got[k], v)
 
 
 def ref_params(cfg):

@@ -30,6 +30,7 @@ from stream_app.core.voice import (
 )
 from stream_app.core.windows import WatermarkTracker, window_label
 from tests.reference import voice_reference as ref
+from .family_harness import lab, samples
 
 DAY = 86400
 H = 3600
@@ -103,19 +104,6 @@ class Engine:
                             del self.states[k]
                             self.expired += 1
         return self
-
-
-def samples(index, now):
-    out = {}
-    for fam in index.collect(now):
-        for s in fam.samples:
-            if s.value:
-                out[(s.name, frozenset(s.labels.items()))] = s.value
-    return out
-
-
-def lab(**kw):
-    return frozenset(kw.items())
 
 
 def assert_same(got, exp):
