@@ -7,7 +7,7 @@ answer waits for the broker's acknowledgement. Invalid ones are refused at the d
 per-event reason in the answer and never reach Kafka (so never the dead-letter topic). The
 worker's ingest agents then consume the accepted events like any other.
 
-Pure request parsing (``parse_body``, ``content_length_error``, ``check_token``,
+Pure request parsing (``parse_body``, ``content_length_error``,
 ``http_status``) is separate from the aiohttp/Faust shell (``HttpIngest``) so it can be unit
 tested without a server. See docs/producing.md.
 """
@@ -15,7 +15,6 @@ tested without a server. See docs/producing.md.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import time
@@ -26,6 +25,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from .events import EventRejected, decode_event
+from .security import check_bearer
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +77,6 @@ def content_length_error(content_length: str | None, max_bytes: int) -> IngestEr
     if length > max_bytes:
         return IngestError(413, "too_large", f"request body of {length} bytes exceeds {max_bytes}")
     return None
-
-
-def check_token(authorization: str | None, token: str) -> bool:
-    """True if no token is configured, or the Authorization header carries it (constant time)."""
-    if not token:
-        return True
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer":
-        given = ""
-    # compare_digest on bytes: constant time in the length of the expected value.
-    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def parse_body(body: bytes, content_type: str | None, max_events: int) -> list[bytes]:
@@ -338,7 +327,7 @@ class HttpIngest:
 
     async def _handle(self, request: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
         # Auth first, before reading anything; the token itself is never logged.
-        if not check_token(request.headers.get("Authorization"), self._token):
+        if not check_bearer(request.headers.get("Authorization"), self._token):
             raise IngestError(401, "unauthorized", "missing or wrong bearer token")
         err = content_length_error(request.headers.get("Content-Length"), self.max_request_bytes)
         if err is not None:

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from stream_app.events import EventRejected, decode_event
+from stream_app.security import check_bearer
 from stream_app.http_ingest import (
     NOT_DELIVERED,
     IngestError,
-    check_token,
     content_length_error,
     event_id_hint,
     http_status,
@@ -92,14 +92,14 @@ def test_content_length_checked_before_reading():
 
 
 def test_bearer_token():
-    assert check_token(None, "")  # no token configured: open
-    assert check_token("Bearer s3cret", "s3cret")
-    assert check_token("bearer s3cret", "s3cret")
-    assert not check_token(None, "s3cret")
-    assert not check_token("Bearer wrong", "s3cret")
-    assert not check_token("Bearer s3cret-and-more", "s3cret")
-    assert not check_token("Basic s3cret", "s3cret")
-    assert not check_token("s3cret", "s3cret")
+    assert check_bearer(None, "")  # no token configured: open
+    assert check_bearer("Bearer s3cret", "s3cret")
+    assert check_bearer("bearer s3cret", "s3cret")
+    assert not check_bearer(None, "s3cret")
+    assert not check_bearer("Bearer wrong", "s3cret")
+    assert not check_bearer("Bearer s3cret-and-more", "s3cret")
+    assert not check_bearer("Basic s3cret", "s3cret")
+    assert not check_bearer("s3cret", "s3cret")
 
 
 def test_per_event_results_use_the_decoder_reasons():
