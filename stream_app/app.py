@@ -14,9 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
-from faust.exceptions import SameNode
+from aiokafka.partitioner import DefaultPartitioner
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
-from faust.web.exceptions import ServiceUnavailable
 from yarl import URL
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
@@ -269,6 +268,22 @@ class StreamWorker:
                 counts[tp.topic] += 1
         return counts
 
+    def _account_owner(self, account_id: str) -> URL | None:
+        """The worker that holds this account's health state.
+
+        Not Faust's router.key_store: it partitions the JSON-serialized key through
+        the producer's metadata of the changelog topic (missing until this worker
+        wrote to it), while health states live in the partition of the signals
+        topic, where messages are keyed by the raw account id.
+        """
+        n = self.settings.topic_partitions
+        partition = DefaultPartitioner()(account_id.encode(), list(range(n)), list(range(n)))
+        changelog = self.health.table.changelog_topic.get_topic_name()
+        for url, topics in self.app.router.table_metadata("account_health").items():
+            if partition in topics.get(changelog, ()):
+                return URL(url)
+        return None
+
     async def _lowest_from_peers(self, limit: int) -> list[dict]:
         own = self.app.conf.canonical_url
         try:
@@ -335,13 +350,16 @@ class StreamWorker:
             denied = worker.api_guard.check(request.headers.get("Authorization"), request.remote)
             if denied is not None:
                 return web_view.json(denied.body, status=denied.status, headers=denied.headers)
-            try:
-                # Forwarded with the caller's headers: the owner checks the same token.
-                return await worker.app.router.route_req("account_health", account_id, web_view.web, request)
-            except SameNode:
-                pass
-            except ServiceUnavailable:
+            owner = worker._account_owner(account_id)
+            if owner is None:
                 return web_view.json({"error": "no worker owns this account right now"}, status=503)
+            if owner != URL(str(worker.app.conf.canonical_url)):
+                # Forwarded with the caller's Authorization: the owner checks the same token.
+                auth = request.headers.get("Authorization")
+                async with worker.app.http_client.get(
+                    owner.with_path(request.path), timeout=10, headers={"Authorization": auth} if auth else {}
+                ) as response:
+                    return web_view.json(await response.json(), status=response.status)
             now = time.time()
             found = worker.health.index.evaluate(account_id, now)
             if found is None:
