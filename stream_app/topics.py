@@ -26,6 +26,21 @@ def topic_names(settings: Settings) -> list[str]:
     return [*settings.input_topics().values(), settings.topic_deadletter, settings.health_signals_topic()]
 
 
+def changelog_topic_names(settings: Settings) -> list[str]:
+    """Faust's changelog topics of the worker's tables (``<app_id>-<table>-changelog``).
+
+    Created here, before the worker starts, not by Faust at startup: a changelog
+    created moments before the first assignment can be missing from the
+    consumer's metadata, and Faust then assigns none of its partitions and refuses
+    every write to that table (PartitionsMismatch "has 0 partitions") until the
+    next metadata refresh, minutes later (found by tests/faults).
+    """
+    from .families import build_families
+
+    tables = [f.table for f in build_families(settings)] + ["account_health"]  # processing.HealthProcessor
+    return [f"{settings.app_id}-{t}-changelog" for t in tables]
+
+
 async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, int]:
     """Create missing topics; return topic -> partition count as the broker has them.
 
@@ -53,6 +68,13 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, 
             for name in topic_names(settings)
             if name not in existing
         ]
+        changelogs = changelog_topic_names(settings)
+        wanted += [
+            NewTopic(name, settings.topic_partitions, settings.topic_replication,
+                     topic_configs={"cleanup.policy": "compact"})  # as Faust declares them
+            for name in changelogs
+            if name not in existing
+        ]  # fmt: skip
         if wanted:
             response = await admin.create_topics(wanted)
             for name, code, *_ in response.topic_errors:
@@ -62,7 +84,7 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, 
         # Wait for leaders: producing right after creation otherwise logs
         # NotLeaderForPartition retries.
         for _ in range(100):
-            described = await admin.describe_topics(topic_names(settings))
+            described = await admin.describe_topics(topic_names(settings) + changelogs)
             if all(p["leader"] >= 0 for d in described for p in d["partitions"]):
                 break
             await asyncio.sleep(0.1)
