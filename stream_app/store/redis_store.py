@@ -38,6 +38,8 @@ __all__ = [
     "RedisStoreStats",
     "RedisKeys",
     "FLUSH_SCRIPT",
+    "flush_backoff",
+    "store_metric_families",
 ]
 
 log = logging.getLogger(__name__)
@@ -286,12 +288,14 @@ class RedisKeys:
 #   KEYS: data hash, offsets hash, owners hash
 #   ARGV: partition, owner token, mode, offset ('' = leave), nsets, k1, v1, ..., then deletes
 #   mode 'f': first chunk of a full rewrite: drop hash and offset, claim ownership
+#   mode 'c': like 'f', but takes the partition over from any previous owner: the
+#             claim that a load could not make because Redis was unreachable then
 #   mode 'n': normal chunk: the partition must still be ours
 # Returns 0 ok, 1 ownership record missing (Redis wiped under us), 2 other owner.
 FLUSH_SCRIPT = """
 local owner = redis.call('HGET', KEYS[3], ARGV[1])
-if ARGV[3] == 'f' then
-  if owner and owner ~= ARGV[2] then return 2 end
+if ARGV[3] == 'f' or ARGV[3] == 'c' then
+  if ARGV[3] == 'f' and owner and owner ~= ARGV[2] then return 2 end
   redis.call('DEL', KEYS[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
   redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
@@ -318,6 +322,18 @@ return 0
 FLUSH_OK, FLUSH_WIPED, FLUSH_FENCED = 0, 1, 2
 
 
+def flush_backoff(failures: int, interval: float, cap: float) -> float:
+    """Seconds until the next flush after ``failures`` consecutive failed ones.
+
+    Doubles from the flush interval up to ``cap``: an unreachable Redis is retried
+    promptly at first, then gently (no reconnect storm, no log flood), and a
+    Redis that comes back is written within ``cap`` seconds.
+    """
+    if failures <= 0:
+        return interval
+    return min(cap, interval * 2.0 ** min(failures, 30))
+
+
 def script_args(partition: int, token: str, mode: str, offset: int | None, sets, dels) -> list:
     args: list = [str(partition), token, mode, "" if offset is None else str(offset), str(len(sets))]
     for k, v in sets:
@@ -325,6 +341,33 @@ def script_args(partition: int, token: str, mode: str, offset: int | None, sets,
         args.append(v)
     args.extend(dels)
     return args
+
+
+def store_metric_families(stores: Iterable[Any], prefix: str = "stream_app") -> list:
+    """Prometheus families describing each store's Redis side (for alerts, not readiness).
+
+    A worker whose Redis is unreachable keeps processing from memory and the
+    changelog, so it stays ready; these say that the durable snapshot is behind.
+    """
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+    up = GaugeMetricFamily(f"{prefix}_store_redis_up", "1 when the table store's last Redis call succeeded.", labels=["table"])
+    dirty = GaugeMetricFamily(f"{prefix}_store_dirty_keys", "Table keys changed in memory but not yet written to Redis.", labels=["table"])
+    last = GaugeMetricFamily(f"{prefix}_store_last_flush_timestamp_seconds", "Wall-clock time of the last successful flush to Redis.", labels=["table"])
+    errors = CounterMetricFamily(f"{prefix}_store_flush_errors", "Flushes to Redis that failed (retried with backoff).", labels=["table"])
+    fallbacks = CounterMetricFamily(
+        f"{prefix}_store_load_fallbacks",
+        "Partitions replayed from the whole changelog because Redis was unreachable when they were assigned.",
+        labels=["table"],
+    )
+    for store in stores:
+        st = store.stats()
+        up.add_metric([st.table], 1.0 if st.redis_available else 0.0)
+        dirty.add_metric([st.table], float(st.dirty_keys))
+        last.add_metric([st.table], st.last_flush_at or 0.0)
+        errors.add_metric([st.table], float(st.flush_errors))
+        fallbacks.add_metric([st.table], float(st.load_fallbacks))
+    return [up, dirty, last, errors, fallbacks]
 
 
 # --------------------------------------------------------------------------
@@ -347,7 +390,15 @@ class RedisStoreStats:
     loaded_keys: dict[int, int]  # keys read from Redis at the last assignment
     replayed_records: dict[int, int]  # changelog records applied since the last assignment
     fenced_partitions: list[int] = field(default_factory=list)
+    redis_available: bool = True  # the last flush (or load) reached Redis
+    consecutive_flush_errors: int = 0
+    unreachable_since: float | None = None  # wall-clock time of the first failure in a row
+    load_fallbacks: int = 0  # partitions replayed from the changelog because Redis was unreachable
 
+
+# Redis URLs a store of this process could not load from, and since when: the
+# other tables then skip their own retries (one wait per worker start, not one per table).
+_UNREACHABLE: dict[str, float] = {}
 
 _OPTION_KEYS = {
     "prefix": str,
@@ -355,6 +406,9 @@ _OPTION_KEYS = {
     "scan_count": int,
     "max_fields_per_call": int,
     "producer_flush_timeout": float,
+    "max_backoff": float,
+    "load_timeout": float,
+    "socket_timeout": float,
 }
 
 
@@ -367,7 +421,10 @@ class RedisStore(base.Store):
     ``flush_interval`` seconds (default 1.0), ``scan_count`` (HSCAN page, 1000),
     ``max_fields_per_call`` (fields per atomic flush call, 10000),
     ``producer_flush_timeout`` (seconds, 5.0; 0 disables the producer flush
-    before a snapshot).
+    before a snapshot), ``max_backoff`` (seconds, 10.0: longest pause between
+    flush attempts while Redis fails), ``load_timeout`` (seconds, 5.0: how long an
+    assignment retries reading a partition before replaying the changelog
+    instead), ``socket_timeout`` (seconds, 10.0, for every Redis call).
     """
 
     def __init__(
@@ -398,6 +455,9 @@ class RedisStore(base.Store):
         self.scan_count: int = opts.get("scan_count", 1000)
         self.max_fields_per_call: int = opts.get("max_fields_per_call", 10000)
         self.producer_flush_timeout: float = opts.get("producer_flush_timeout", 5.0)
+        self.max_backoff: float = max(opts.get("max_backoff", 10.0), self.flush_interval)
+        self.load_timeout: float = opts.get("load_timeout", 5.0)
+        self.socket_timeout: float = opts.get("socket_timeout", 10.0)
         self.keys = RedisKeys(self.prefix, self.table_name)
         self.mem = PartitionedState()
         self.data = self.mem.data  # FastUserDict reads go straight to the dict
@@ -415,6 +475,12 @@ class RedisStore(base.Store):
         self._loaded_keys: dict[int, int] = {}
         self._replayed: dict[int, int] = {}
         self._revoke_receiver_connected = False
+        # Redis availability (flushes keep failing while it is down).
+        self._failures = 0
+        self._unreachable_since: float | None = None
+        self._load_fallbacks = 0
+        # Partitions loaded without reaching Redis: their first flush must claim them.
+        self._unclaimed: set[int] = set()
 
     @staticmethod
     def _parse_options(url: URL, options: Mapping[str, Any]) -> dict[str, Any]:
@@ -444,7 +510,14 @@ class RedisStore(base.Store):
         if self._client is None:
             import redis.asyncio as aioredis
 
-            self._client = aioredis.Redis.from_url(self.redis_url, decode_responses=False)
+            # Bounded waits: a hung connection must not hold the flush lock, which
+            # rebalances and shutdown wait on. (Options in the URL take precedence.)
+            self._client = aioredis.Redis.from_url(
+                self.redis_url,
+                decode_responses=False,
+                socket_timeout=self.socket_timeout,
+                socket_connect_timeout=min(self.socket_timeout, 2.0),
+            )
             self._script = self._client.register_script(FLUSH_SCRIPT)
         return self._client
 
@@ -506,6 +579,10 @@ class RedisStore(base.Store):
             loaded_keys=dict(self._loaded_keys),
             replayed_records=dict(self._replayed),
             fenced_partitions=sorted(self._fenced),
+            redis_available=self._failures == 0,
+            consecutive_flush_errors=self._failures,
+            unreachable_since=self._unreachable_since,
+            load_fallbacks=self._load_fallbacks,
         )
 
     # -- changelog / offsets --------------------------------------------------
@@ -568,10 +645,14 @@ class RedisStore(base.Store):
         async with self._get_lock():
             gone = self.mem.owned - active
             if gone:
-                await self._flush_locked(partitions=gone, reason="revoke")
+                try:
+                    await self._flush_locked(partitions=gone, reason="revoke")
+                except Exception as exc:  # Redis down: the next owner replays a longer tail
+                    log.warning("RedisStore[%s]: flush of revoked partitions failed: %r", self.table_name, exc)
                 for p in gone:
                     n = self.mem.drop_partition(p)
                     self._fenced.discard(p)
+                    self._unclaimed.discard(p)
                     log.info("RedisStore[%s]: partition %d revoked, dropped %d keys", self.table_name, p, n)
             for p in sorted(active - self.mem.owned):
                 await self._load_partition(p)
@@ -587,17 +668,39 @@ class RedisStore(base.Store):
         topic = self.changelog_topic_name
         parts = {tp.partition for tp in revoked if tp.topic == topic} & self.mem.owned
         if parts:
-            await self.flush(partitions=parts, reason="partitions-revoked")
+            try:
+                await self.flush(partitions=parts, reason="partitions-revoked")
+            except Exception as exc:  # never fail the rebalance over the snapshot
+                log.warning("RedisStore[%s]: flush of revoked partitions failed: %r", self.table_name, exc)
 
-    async def _load_partition(self, partition: int, attempts: int = 5) -> None:
+    async def _load_partition(self, partition: int) -> None:
         started = time.monotonic()
-        for attempt in range(1, attempts + 1):
+        # Once Redis failed a load in this process, later partitions and tables try once only.
+        known_down = self._failures > 0 or self.redis_url in _UNREACHABLE
+        deadline = started + (0.0 if known_down else self.load_timeout)
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 items, offset = await self._read_partition(partition)
+                self._unclaimed.discard(partition)
+                self._note_success()
                 break
-            except Exception as exc:  # connection trouble: retry, then crash the worker
-                if attempt == attempts:
-                    raise
+            except Exception as exc:  # connection trouble: retry, then do without Redis
+                if time.monotonic() + min(0.5 * attempt, 2.0) > deadline:
+                    # The changelog is complete: replay all of it instead of crash-looping
+                    # until Redis is back. The first flush claims the partition and
+                    # rewrites its hash.
+                    self._note_failure(exc, "loading partition %d" % partition)
+                    log.warning(
+                        "RedisStore[%s]: redis unreachable (%r); partition %d will be replayed "
+                        "from the whole changelog", self.table_name, exc, partition,
+                    )
+                    items, offset = [], None
+                    _UNREACHABLE.setdefault(self.redis_url, time.time())
+                    self._unclaimed.add(partition)
+                    self._load_fallbacks += 1
+                    break
                 log.warning("RedisStore[%s]: loading partition %d failed (%r), retrying", self.table_name, partition, exc)
                 await asyncio.sleep(min(0.5 * attempt, 2.0))
         n = self.mem.load_partition(partition, items, offset)
@@ -665,8 +768,12 @@ class RedisStore(base.Store):
     async def _flusher(self) -> None:
         wake = self._get_wake()
         while not self.should_stop:
+            delay = flush_backoff(self._failures, self.flush_interval, self.max_backoff)
             try:
-                await asyncio.wait_for(wake.wait(), timeout=self.flush_interval)
+                if self._failures:
+                    await asyncio.sleep(delay)  # backing off: wake-ups wait too
+                else:
+                    await asyncio.wait_for(wake.wait(), timeout=delay)
             except asyncio.TimeoutError:
                 pass
             wake.clear()
@@ -676,8 +783,30 @@ class RedisStore(base.Store):
                 await self.flush(reason="timer")
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # keep going: dirty keys were restored
-                log.warning("RedisStore[%s]: flush failed: %r", self.table_name, exc)
+            except Exception:  # keep going: dirty keys were restored, memory and changelog hold them
+                pass  # counted and logged by _note_failure
+
+    def _note_failure(self, exc: BaseException, what: str = "flush") -> None:
+        self._failures += 1
+        if self._failures == 1:
+            self._unreachable_since = time.time()
+            log.warning(
+                "RedisStore[%s]: %s failed: %r; working from memory and the changelog, retrying with "
+                "backoff (up to %.0fs)", self.table_name, what, exc, self.max_backoff,
+            )
+        else:
+            log.debug("RedisStore[%s]: %s failed again (%d in a row): %r", self.table_name, what, self._failures, exc)
+
+    def _note_success(self) -> None:
+        _UNREACHABLE.pop(self.redis_url, None)
+        if self._failures:
+            down = time.time() - (self._unreachable_since or time.time())
+            log.warning(
+                "RedisStore[%s]: redis reachable again after %.1fs and %d failed attempts; %d keys pending",
+                self.table_name, down, self._failures, self.mem.dirty_count(),
+            )
+        self._failures = 0
+        self._unreachable_since = None
 
     async def flush(self, partitions: Iterable[int] | None = None, reason: str = "manual") -> int:
         """Write pending changes of owned partitions to Redis; returns keys written."""
@@ -723,6 +852,7 @@ class RedisStore(base.Store):
                 written += n
                 if status == FLUSH_OK:
                     state.flushed(snap)
+                    self._unclaimed.discard(snap.partition)
                 elif status == FLUSH_WIPED:
                     # Our ownership record vanished: Redis lost data under us.
                     # Memory is complete, so rewrite the whole partition.
@@ -742,7 +872,9 @@ class RedisStore(base.Store):
             self._last_flush_seconds = time.monotonic() - started
             if isinstance(exc, Exception):
                 self._flush_errors += 1
+                self._note_failure(exc)
             raise
+        self._note_success()
         self._last_flush_seconds = time.monotonic() - started
         self._flush_count += 1
         self._last_flush_keys = written
@@ -768,7 +900,7 @@ class RedisStore(base.Store):
             i += size
             last = i >= len(todo)
             sets, dels = self.mem.encode(snap.partition, part, self._encode_key, self._encode_value_bytes)
-            mode = "f" if (snap.full and first) else "n"
+            mode = ("c" if snap.partition in self._unclaimed else "f") if (snap.full and first) else "n"
             args = script_args(snap.partition, self._token, mode, snap.offset if last else None, sets, dels)
             status = int(await self._script(keys=keys, args=args, client=r))
             if status != FLUSH_OK:

@@ -369,6 +369,13 @@ def test_flush_script_fences_other_owners_and_detects_wipes(redis_client):
     assert redis_client.hget(keys.data(0), "c") is None
     assert Counter(redis_client.hgetall(keys.offsets).values()) == Counter({b"7": 1})
 
+    # 'c': the claim a load could not make (Redis was unreachable) takes over from any owner.
+    redis_client.hset(keys.owners, "0", "B")
+    assert call("C", "c", 11, [("d", "1")]) == FLUSH_OK
+    assert redis_client.hgetall(keys.data(0)) == {b"d": b"1"}
+    assert redis_client.hget(keys.owners, "0") == b"C" and redis_client.hget(keys.offsets, "0") == b"11"
+    assert call("B", "n", 12, [("e", "1")]) == FLUSH_FENCED
+
 
 LOADED_RE = re.compile(r"RedisStore\[counts\]: loaded partition (\d+): (\d+) keys, persisted offset (\S+)")
 

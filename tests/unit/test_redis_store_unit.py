@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,9 @@ from stream_app.store import STORE_PATH, register
 from stream_app.store.redis_store import (
     PartitionedState,
     RedisStore,
+    flush_backoff,
     script_args,
+    store_metric_families,
 )
 
 
@@ -288,3 +291,77 @@ def test_update_and_clear_are_tracked(app):
     store.mem.flushed(store.mem.snapshot(0, store._encode_key, store._encode_value_bytes))
     store.clear()
     assert len(store) == 0 and store.mem.dirty[0] == {"a", "b", "c"}
+
+
+# -- Redis unreachable (a closed port: connection refused, no server needed) -----------
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # nothing listens once the socket is closed
+
+
+def test_flush_backoff_doubles_up_to_the_cap():
+    assert flush_backoff(0, 1.0, 10.0) == 1.0
+    assert [flush_backoff(n, 1.0, 10.0) for n in range(1, 6)] == [2.0, 4.0, 8.0, 10.0, 10.0]
+    assert flush_backoff(10_000, 0.5, 30.0) == 30.0  # no overflow after a very long outage
+
+
+def test_failed_flush_keeps_keys_dirty_and_reports_redis_down(app):
+    import asyncio
+
+    url = f"redis://127.0.0.1:{_closed_port()}/0?producer_flush_timeout=0&socket_timeout=1"
+    store = app.Table("down", default=dict, store=url).data
+    store.mem.owned = {0}
+    with processing(0):
+        store["a"] = {"n": 1}
+
+    async def attempt():
+        try:
+            with pytest.raises(Exception):
+                await store.flush()
+            with pytest.raises(Exception):
+                await store.flush()
+        finally:
+            await store.on_shutdown()
+
+    asyncio.run(attempt())
+    st = store.stats()
+    assert (st.dirty_keys, st.flush_errors, st.consecutive_flush_errors) == (1, 2, 2)
+    assert st.redis_available is False and st.unreachable_since is not None
+    families = {f.name: f for f in store_metric_families([store])}
+    assert families["stream_app_store_redis_up"].samples[0].value == 0.0
+    assert families["stream_app_store_dirty_keys"].samples[0].value == 1.0
+
+
+def test_unreachable_redis_at_assignment_falls_back_to_full_replay(app):
+    import asyncio
+
+    url = f"redis://127.0.0.1:{_closed_port()}/0?load_timeout=0.2&socket_timeout=1"
+    table = app.Table("fallback", default=dict, store=url)
+    store = table.data
+
+    async def load():
+        try:
+            await store._load_partition(1)
+            await store._load_partition(2)  # Redis already known to be down: one try only
+        finally:
+            await store.on_shutdown()
+
+    asyncio.run(load())
+    other = app.Table("fallback2", default=dict, store=url.replace("load_timeout=0.2", "load_timeout=30")).data
+    t0 = time.monotonic()
+    asyncio.run(other._load_partition(0))  # another table of the same worker does not wait again
+    assert time.monotonic() - t0 < 5 and other.stats().load_fallbacks == 1
+    asyncio.run(other.on_shutdown())
+    assert store.partitions() == [1, 2]
+    tp = TP(table.changelog_topic_name, 1)
+    assert store.persisted_offset(tp) is None  # Faust replays the whole changelog
+    assert store.mem.full_rewrite == {1, 2} and store._unclaimed == {1, 2}
+    assert store.stats().load_fallbacks == 2
+    # The first flush after Redis is back claims the partition over any previous owner.
+    snap = store.mem.begin(1)
+    assert snap.full
