@@ -25,7 +25,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter
 
 from .events import EventRejected, decode_event
-from .security import check_bearer
+from .security import ApiGuard
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +263,8 @@ class HttpIngest:
         registry: CollectorRegistry,
         *,
         token: str = "",
+        rate_limit: float = 0.0,
+        rate_burst: int = 20,
         max_request_bytes: int = 1024 * 1024,
         max_events: int = 1000,
         max_event_bytes: int = 65536,
@@ -273,7 +275,8 @@ class HttpIngest:
         self.app = app
         self.topics = dict(topics)
         self.metrics = IngestMetrics(registry)
-        self._token = token
+        # Rate limit per client address, then the bearer token (same guard as /accounts).
+        self.guard = ApiGuard(token, rate_limit, rate_burst)
         self.max_request_bytes = max_request_bytes
         self.max_events = max_events
         self.max_event_bytes = max_event_bytes
@@ -294,6 +297,8 @@ class HttpIngest:
             s.input_topics(),
             worker.registry,
             token=token,
+            rate_limit=s.api_rate_limit,
+            rate_burst=s.api_rate_burst,
             max_request_bytes=getattr(s, "http_ingest_max_bytes", 1024 * 1024),
             max_events=getattr(s, "http_ingest_max_events", 1000),
             max_event_bytes=s.max_event_bytes,
@@ -315,20 +320,20 @@ class HttpIngest:
         self.app.page(PATH, name="http_ingest")(EventsView)
 
     async def handle(self, request: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+        # Before reading anything; the token itself is never logged.
+        denied = self.guard.check(request.headers.get("Authorization"), getattr(request, "remote", None))
+        if denied is not None:
+            self.metrics.requests.labels(str(denied.status)).inc()
+            return denied.status, dict(denied.body), dict(denied.headers)
         try:
             status, body, headers = await self._handle(request)
         except IngestError as err:
             headers = {}
-            if err.status == 401:
-                headers["WWW-Authenticate"] = 'Bearer realm="stream_app"'
             status, body = err.status, err.body()
         self.metrics.requests.labels(str(status)).inc()
         return status, body, headers
 
     async def _handle(self, request: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
-        # Auth first, before reading anything; the token itself is never logged.
-        if not check_bearer(request.headers.get("Authorization"), self._token):
-            raise IngestError(401, "unauthorized", "missing or wrong bearer token")
         err = content_length_error(request.headers.get("Content-Length"), self.max_request_bytes)
         if err is not None:
             raise err
