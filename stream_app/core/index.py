@@ -15,6 +15,10 @@ from typing import Any
 class ContributionIndex:
     dropped: int  # contributions refused because their bucket was already evicted (too late)
 
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self._reset()
+
     def _apply(self, contribution: Hashable, k: int) -> int:
         """Add ``k`` times (negative: retract) one contribution; return how many were dropped."""
         raise NotImplementedError

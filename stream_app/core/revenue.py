@@ -782,10 +782,6 @@ def _mrr(v: int) -> float:
 class RevenueIndex(ContributionIndex):
     """Revenue aggregates derived from account states. Not thread-safe (use the event loop)."""
 
-    def __init__(self, cfg: RevenueConfig):
-        self.cfg = cfg
-        self._reset()
-
     def _reset(self) -> None:
         cfg = self.cfg
         self._mv = RollingCounter(cfg.windows, cfg.bucket_seconds)

@@ -546,10 +546,6 @@ _HIST = {
 class SupportIndex(ContributionIndex):
     """Support aggregates derived from ticket states. Not thread-safe (use the event loop)."""
 
-    def __init__(self, cfg: SupportConfig):
-        self.cfg = cfg
-        self._reset()
-
     def _reset(self) -> None:
         cfg = self.cfg
         g = cfg.bucket_seconds

@@ -444,10 +444,6 @@ _UNLABELLED = ("active", "known", "signed_up", "adopted", "feature_pairs")  # al
 class UsageIndex(ContributionIndex):
     """Usage aggregates derived from user states. Not thread-safe (use the event loop)."""
 
-    def __init__(self, cfg: UsageConfig):
-        self.cfg = cfg
-        self._reset()
-
     def _reset(self) -> None:
         cfg = self.cfg
         g = cfg.bucket_seconds

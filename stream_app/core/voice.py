@@ -294,10 +294,6 @@ _COUNTS = {
 class VoiceIndex(ContributionIndex):
     """Voice aggregates derived from response states. Not thread-safe (use the event loop)."""
 
-    def __init__(self, cfg: VoiceConfig):
-        self.cfg = cfg
-        self._reset()
-
     def _reset(self) -> None:
         cfg = self.cfg
         g = cfg.bucket_seconds
