@@ -81,11 +81,16 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, 
                 if code not in (0, _TOPIC_ALREADY_EXISTS):
                     raise RuntimeError(f"cannot create topic {name!r}: Kafka error code {code}")
             log.info("created topics %s", ", ".join(t.name for t in wanted))
-        # Wait for leaders: producing right after creation otherwise logs
+        # Wait until every topic is described with its partitions and their
+        # leaders: a just-created topic can be described with no partitions at
+        # all for a while, and producing before the leaders are elected logs
         # NotLeaderForPartition retries.
-        for _ in range(100):
-            described = await admin.describe_topics(topic_names(settings) + changelogs)
-            if all(p["leader"] >= 0 for d in described for p in d["partitions"]):
+        names = topic_names(settings) + changelogs
+        for _ in range(600):
+            described = await admin.describe_topics(names)
+            if len(described) == len(names) and all(
+                d["partitions"] and all(p["leader"] >= 0 for p in d["partitions"]) for d in described
+            ):
                 break
             await asyncio.sleep(0.1)
         partitions = {d["topic"]: len(d["partitions"]) for d in described}
