@@ -162,7 +162,10 @@ def test_dashboards_and_rules_return_data(stack, tmp_path):
     )
     try:
         prom.start()
-        # Produced after Prometheus started, so counters rise between its scrapes.
+        # A first scrape before any event: otherwise a loaded machine can consume the whole
+        # log before Prometheus's first sample, counters look flat and rates read 0.
+        wait_for(lambda: prom.query("up == 1"), timeout=60, interval=0.5, message="a first scrape")
+        # Produced after that scrape, so counters rise between Prometheus's samples.
         asyncio.run(produce_log(stack.bootstrap, topics, events))
         # Seconds on an idle machine; the margin is for a loaded CI runner.
         wait_for(lambda: total(worker.samples(), "stream_app_events_consumed_total") >= len(events),
