@@ -48,7 +48,6 @@ from .common import FAUST_BASELINE_TABLES, RunnerConfig
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 DOC = ROOT / "docs" / "performance.md"
-DOC_BEGIN, DOC_END = "<!-- bench:begin -->", "<!-- bench:end -->"
 BUSINESS = re.compile(r"^stream_app_(support|usage|revenue|voice|health)_")
 INTERNAL = re.compile(r"_watermark_timestamp_seconds$")
 
@@ -118,7 +117,7 @@ class PoliteCounter:
     does not blur it.
     """
 
-    def __init__(self, workers: list[WorkerProcess], idle_factor: float = 9.0, max_wait: float = 5.0) -> None:
+    def __init__(self, workers: list[WorkerProcess], idle_factor: float = 9.0, max_wait: float = 30.0) -> None:
         self.workers, self.idle_factor, self.max_wait = workers, idle_factor, max_wait
         self.last_at = 0.0
         self.scrape_seconds: list[float] = []
@@ -836,7 +835,9 @@ class Bench:
             proc.kill()
         if not out.exists():
             return {"error": (proc.stderr.read() or b"").decode()[-500:]}
-        return summarize_profile(out.read_text(), events_per_s=events / seconds)
+        summary = summarize_profile(out.read_text(), events_per_s=events / seconds)
+        summary["raw"] = out.read_text()  # collapsed stacks, for flame graphs (inferno, speedscope)
+        return summary
 
 
 class _Spy:
@@ -860,12 +861,40 @@ def _owned(workers: list[WorkerProcess]) -> int:
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 
 
+# Where a worker's time goes, by component: a sample counts for every component whose marker
+# (substring of a frame) is on its stack, so shares overlap where components nest.
+PROFILE_COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("ingest, total (agent loop per event)", ("StreamWorker._ingest_one",)),
+    ("  decode_event (pydantic validation)", ("decode_event",)),
+    ("  pipeline counters (prometheus_client labels/inc)", ("observe_valid", "observe_consumed")),
+    ("  family handler (state, index, signals)", ("FamilyProcessor.handle",)),
+    ("    apply event to entity state", ("apply (stream_app/core",)),
+    ("    state from_dict / to_dict", ("from_dict (stream_app", "to_dict (stream_app")),
+    ("    contributions + index update", ("contributions (stream_app", "Index.update (stream_app", "ContributionIndex.update")),
+    ("    table write (Faust changelog send)", ("Table.__setitem__", "on_key_set", "ManagedUserDict.__setitem__")),
+    ("    health signal send", ("FamilyProcessor._signal", "FamilyProcessor._send_signal")),
+    ("    entity expiry", ("FamilyProcessor._expire",)),
+    ("health agent (signals topic)", ("HealthProcessor.handle", "account_health (stream_app")),
+    ("Faust stream/agent machinery", ("Stream._c_aiter", "Stream.__aiter__", "Agent._execute_actor")),
+    ("aiokafka producer sender (changelogs, signals)", ("Sender._send_produce_req", "Sender._sender_routine", "SendProduceReqHandler")),
+    ("consumer fetch (Faust consumer thread)", ("Fetcher.", "AIOKafkaConsumerThread", "ConsumerThread")),
+    ("offset commit", ("Consumer.commit", "Consumer._commit", "Consumer.maybe_wait_for_commit_to_finish")),
+    ("Redis store flush", ("redis_store",)),
+    ("/metrics rendering (web)", ("View.dispatch", "generate_latest", "render (stream_app")),
+)
+_GENERIC = re.compile(r"\((asyncio|selectors|threading|runpy|<frozen|mode/worker|mode/services|mode/threads|stream_app/cli)")
+
+
 def summarize_profile(raw: str, events_per_s: float, top: int = 25) -> dict:
-    """py-spy raw (collapsed) stacks -> self and inclusive share per function, µs per event."""
+    """py-spy raw (collapsed) stacks -> components, and self / inclusive share per function.
+
+    ``share`` = part of the sampled active thread-time; ``us_per_event`` = share x the run's
+    wall time per event, i.e. the cost per event if the worker's one busy core were all there is.
+    """
     self_t: Counter = Counter()
     incl: Counter = Counter()
-    total = 0
-    idle = 0
+    comp: Counter = Counter()
+    total = idle = 0
     for line in raw.splitlines():
         stack, _, n = line.rpartition(" ")
         if not stack:
@@ -873,21 +902,30 @@ def summarize_profile(raw: str, events_per_s: float, top: int = 25) -> dict:
         n = int(n)
         frames = [_short(f) for f in stack.split(";")]
         total += n
-        if any(("select" in f and "selectors" in f) or f.startswith("select ") or "epoll" in f for f in frames[-2:]):
+        if any("EpollSelector.select" in f or "select (selectors" in f for f in frames[-2:]):
             idle += n
         self_t[frames[-1]] += n
         for f in set(frames):
-            incl[f] += n
+            if not _GENERIC.search(f):
+                incl[f] += n
+        joined = ";".join(frames)
+        for name, markers in PROFILE_COMPONENTS:
+            if any(m in joined for m in markers):
+                comp[name] += n
     if not total:
         return {"samples": 0}
-    # Per-event cost: the worker's busy share of one core, spread over the events it handled.
     us_per_event = 1e6 / events_per_s if events_per_s else float("nan")
 
-    def rows(c: Counter) -> list[dict]:
-        return [{"function": f, "share": round(v / total, 4), "us_per_event": round(v / total * us_per_event, 2)}
-                for f, v in c.most_common(top)]  # fmt: skip
+    def row(f: str, v: int) -> dict:
+        return {"function": f, "share": round(v / total, 4), "us_per_event": round(v / total * us_per_event, 2)}
 
-    return {"samples": total, "idle_share": round(idle / total, 4), "self": rows(self_t), "inclusive": rows(incl)}
+    return {
+        "samples": total,
+        "idle_share": round(idle / total, 4),
+        "components": [row(name, comp[name]) for name, _ in PROFILE_COMPONENTS],
+        "self": [row(f, v) for f, v in self_t.most_common(top)],
+        "inclusive": [row(f, v) for f, v in incl.most_common(top)],
+    }
 
 
 def _short(frame: str) -> str:
@@ -951,6 +989,7 @@ def run(stack, opts: Options, workdir: Path, log: Callable[[str], None] = print)
                 results[module] = bench.runner_throughput(module, events, log_t)
                 log(f"  {module}: {results[module]}")
 
+            go.__name__ = module
             return go
 
         return [ceiling, one_worker, two_workers, runner("faust_baseline"), runner("quix_peer")]
@@ -1079,8 +1118,11 @@ def _recovery_rows(r: dict) -> list[tuple[str, str]]:
 def format_profile(p: dict | None) -> str:
     if not p or not p.get("samples"):
         return ""
-    out = [f"py-spy, 1 worker during the throughput run: {p['samples']} samples, idle {p['idle_share']:.1%}",
-           "", "| self time: function | share | µs/event |", "| --- | --- | --- |"]  # fmt: skip
+    out = [f"py-spy, 1 worker during the throughput run: {p['samples']} active thread samples, "
+           f"idle in epoll {p['idle_share']:.1%}", "",
+           "| component (overlapping) | share | µs/event |", "| --- | --- | --- |"]  # fmt: skip
+    out += [f"| {r['function']} | {r['share']:.1%} | {r['us_per_event']} |" for r in p.get("components", [])]
+    out += ["", "| self time: function | share | µs/event |", "| --- | --- | --- |"]
     out += [f"| `{r['function']}` | {r['share']:.1%} | {r['us_per_event']} |" for r in p["self"][:15]]
     out += ["", "| inclusive: function | share | µs/event |", "| --- | --- | --- |"]
     out += [f"| `{r['function']}` | {r['share']:.1%} | {r['us_per_event']} |" for r in p["inclusive"][:25]]
@@ -1088,22 +1130,33 @@ def format_profile(p: dict | None) -> str:
 
 
 def write_results(results: dict, out_dir: Path) -> Path:
+    """``<stamp>.json``; a profile's raw stacks go next to it as ``<stamp>.profile.txt``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = out_dir / f"{stamp}.json"
+    profile = results.get("ours_1", {}).get("profile") or {}
+    if "raw" in profile:
+        raw_path = out_dir / f"{stamp}.profile.txt"
+        raw_path.write_text(profile.pop("raw"))
+        profile["raw_file"] = raw_path.name
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     return path
 
 
 def write_doc(results: dict, table: str, command: str, doc: Path = DOC) -> None:
-    block = (f"{DOC_BEGIN}\nLatest run: {results['started_at']}, `{command}`, "
-             f"took {results['duration_s']:.0f} s.\n\n{table}\n{format_profile(results.get('ours_1', {}).get('profile'))}{DOC_END}")  # fmt: skip
-    text = doc.read_text() if doc.exists() else ""
-    if DOC_BEGIN in text and DOC_END in text:
-        head, rest = text.split(DOC_BEGIN, 1)
-        text = head + block + rest.split(DOC_END, 1)[1]
+    """Replace the table between the markers in docs/performance.md: a full run goes into the
+    ``bench`` block, a recovery-only run (``--phases recovery``, e.g. 1M entities) into ``bench-recovery``."""
+    name = "bench" if "log" in results else "bench-recovery"
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    profile = format_profile(results.get("ours_1", {}).get("profile"))
+    block = (f"{begin}\nRun {results['started_at']}: `{command}`, {results['duration_s']:.0f} s.\n\n"
+             f"{table}" + (f"\n{profile}" if profile else "") + end)  # fmt: skip
+    text = doc.read_text() if doc.exists() else "# Performance\n"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        text = head + block + rest.split(end, 1)[1]
     else:
-        text = text + ("\n" if text else "") + block + "\n"
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
     doc.write_text(text)
 
 
@@ -1145,6 +1198,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = Options(events=args.events, entities=args.entities, freshness_rate=args.freshness_rate,
                    freshness_seconds=args.freshness_seconds, seed=args.seed, profile_seconds=args.profile,
                    phases=tuple(x.strip() for x in args.phases.split(",") if x.strip()))  # fmt: skip
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so the finally blocks stop workers and the stack.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     workdir = Path(tempfile.mkdtemp(prefix="stream-app-bench-"))
     command = "python -m benchmarks.bench " + " ".join(argv if argv is not None else sys.argv[1:])
     try:
@@ -1167,7 +1223,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_profile(results.get("ours_1", {}).get("profile")))
     print(f"results: {path}")
     if args.doc:
-        shutil.copyfile(path, args.out_dir / "latest.json")
+        shutil.copyfile(path, args.out_dir / ("latest.json" if "log" in results else "latest-recovery.json"))
         write_doc(results, table, command.strip())
         print(f"table written to {DOC}")
     return 0
