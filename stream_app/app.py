@@ -58,6 +58,7 @@ class StreamWorker:
         self._eval_time: float | None = None
         self.app = self._make_app()
         self._install_faust_sensors()
+        self._coalesce_produce_requests()
         self.signals = self.app.topic(
             settings.health_signals_topic(),
             key_serializer="raw",
@@ -130,10 +131,30 @@ class StreamWorker:
             broker_heartbeat_interval=min(3.0, s.session_timeout_seconds / 3),
             consumer_group_instance_id=s.worker_instance_id or None,
             producer_acks=-1,
+            # Changelog records and signals leave in batches (Faust's default linger is 0: a
+            # produce request per few records, most of a worker's CPU time). Offsets are still
+            # committed only after the producer flushed.
+            producer_linger=s.producer_linger_seconds,
+            producer_max_batch_size=s.producer_max_batch_size,
             # SASL / TLS for the consumer, producer and topic creation (None = PLAINTEXT).
             broker_credentials=faust_broker_credentials(s),
         )
         return app
+
+    def _coalesce_produce_requests(self) -> None:
+        # Every partition batch for the broker leaves together once one is ready (as in the
+        # Java producer): one produce request per linger instead of one per partition batch.
+        from .kafka_batching import drain_node_batches_together
+
+        producer = self.app.producer
+        new_producer = producer._new_producer
+
+        def _new_producer(*args: Any, **kwargs: Any) -> Any:
+            aio = new_producer(*args, **kwargs)
+            drain_node_batches_together(aio)
+            return aio
+
+        producer._new_producer = _new_producer
 
     def _store_url(self) -> str:
         s = self.settings

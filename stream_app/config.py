@@ -53,6 +53,18 @@ class Settings(BaseSettings):
         description="Consumer group session timeout: how long a crashed worker keeps its partitions "
         "before the group reassigns them (broker minimum 6 s).",
     )
+    producer_linger_seconds: float = Field(
+        0.005,
+        ge=0,
+        le=1,
+        description="How long the worker's Kafka producer waits to fill a batch (changelog records, "
+        "health signals, dead letters): fewer, larger produce requests for at most this much latency.",
+    )
+    producer_max_batch_size: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="Largest producer batch per partition, in bytes (Faust's default is 16 KiB).",
+    )
     worker_instance_id: str = Field(
         "",
         description="Optional stable id per worker (e.g. the pod name) for Kafka static membership: "
