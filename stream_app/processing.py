@@ -16,6 +16,7 @@ partitions' keys around).
 from __future__ import annotations
 
 import heapq
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -236,7 +237,16 @@ def _without_ts(signal: dict | None) -> dict | None:
 
 
 class HealthProcessor:
-    """Per-account health state from the signals topic; scores are computed when read."""
+    """Per-account health state from the signals topic; scores are computed when read.
+
+    The table holds one row per (account, source, entity): the entity's latest signal (or
+    tombstone), ``[partition, [account_id, source, entity, ts, signal]]``. A signal changes one
+    entity, so it writes one small changelog record instead of the whole account (an account
+    can hold thousands of entities: writing the account per signal made this table most of the
+    bytes a worker produced). The account states in ``HealthIndex`` are rebuilt from the rows.
+    Rows of the earlier layout (key = account id, ``[partition, HealthState.to_dict()]``) are
+    still read, and replaced by entity rows at the account's next change.
+    """
 
     def __init__(self, app: faust.App, *, partitions: int, store: str, config: Any) -> None:
         from .core import health
@@ -250,35 +260,114 @@ class HealthProcessor:
             beacon=app.tables.beacon,
             partitions=partitions,
             store=store,
-            help="customer health per account",
+            help="customer health: latest signal per account and entity",
         )
         app.tables.add(self.table)
         self.table.processor = self
         self.index = health.HealthIndex(config)
+        self._legacy: set[str] = set()  # accounts still stored as one whole-account row
         self.ready = False
 
     async def handle(self, account_id: str, message: dict, partition: int) -> None:
+        old = self.index.get(account_id)
         state, changed = self.index.apply(message, account_id=account_id)
         # States are kept even when no entity is live: their tombstones stop a
         # replayed older signal from bringing an entity back (the core's
         # retention bounds them).
         if changed and state is not None:
-            self.table[account_id] = [partition, state.to_dict()]
+            self._write(account_id, old, state, partition)
+
+    def _write(self, account_id: str, old: Any, new: Any, partition: int) -> None:
+        """Write the rows that differ between the account's old and new state (apply_signal
+        copies only what changed, so unchanged entries are the same objects)."""
+        table = self.table
+        if account_id in self._legacy:
+            self._legacy.discard(account_id)
+            _delete(table, account_id)
+            old = None  # write every entry as a row
+        old_entries = old.entries if old is not None else {}
+        for source, entities in new.entries.items():
+            before = old_entries.get(source)
+            if entities is before:
+                continue
+            for entity, entry in entities.items():
+                if before is None or before.get(entity) is not entry:
+                    table[health_row_key(account_id, source, entity)] = [
+                        partition,
+                        [account_id, source, entity, entry[0], entry[1]],
+                    ]
+            if before is not None:
+                for entity in before:
+                    if entity not in entities:  # pruned (retention)
+                        _delete(table, health_row_key(account_id, source, entity))
+        for source, before in old_entries.items():
+            if source not in new.entries:
+                for entity in before:
+                    _delete(table, health_row_key(account_id, source, entity))
 
     def on_rebalance_started(self) -> None:
         self.ready = False
 
     def rebuild(self, partitions: set[int]) -> None:
         t0 = time.perf_counter()
-        states = [
-            self._health.HealthState.from_dict(stored[1])
-            for stored in list(self.table.data.values())
-            if stored is not None and stored[0] in partitions
-        ]
-        self.index = self._health.HealthIndex(self.cfg)
-        self.index.rebuild(states)
+        health = self._health
+        states: dict[str, Any] = {}
+        legacy: set[str] = set()
+        rows = 0
+        for stored in list(self.table.data.values()):
+            if stored is None or stored[0] not in partitions:
+                continue
+            value = stored[1]
+            if isinstance(value, dict):  # earlier layout: the whole account in one row
+                whole = health.HealthState.from_dict(value)
+                legacy.add(whole.account_id)
+                state = states.setdefault(whole.account_id, health.HealthState(whole.account_id))
+                for source, entities in whole.entries.items():
+                    for entity, entry in entities.items():
+                        _merge_entry(state, source, entity, entry)
+                continue
+            account_id, source, entity, ts, signal = value
+            rows += 1
+            state = states.get(account_id)
+            if state is None:
+                state = states[account_id] = health.HealthState(account_id)
+            _merge_entry(state, source, entity, [ts, None if signal is None else dict(signal)])
+        for state in states.values():
+            # hw = newest entry (the newest applied signal is never pruned); pruning again makes
+            # the state exact even if a crash kept a row whose deletion was not sent.
+            state.hw = max((e[0] for d in state.entries.values() for e in d.values()), default=None)
+            if state.hw is not None:
+                state.entries = health._prune(state.entries, state.hw, self.cfg)
+        self.index = health.HealthIndex(self.cfg)
+        self.index.rebuild(states.values())
+        self._legacy = legacy
         self.ready = True
-        log.info("health: rebuilt %d accounts in %.3fs", len(states), time.perf_counter() - t0)
+        log.info(
+            "health: rebuilt %d accounts from %d entity rows (+%d whole-account rows) in %.3fs",
+            len(states),
+            rows,
+            len(legacy),
+            time.perf_counter() - t0,
+        )
 
     def collect(self, now: float | None = None) -> Iterable[Metric]:
         return self.index.collect(time.time() if now is None else now)
+
+
+def health_row_key(account_id: str, source: str, entity: str) -> str:
+    """Table key of one entity's signal (JSON: unambiguous whatever the ids contain)."""
+    return json.dumps([account_id, source, entity], separators=(",", ":"))
+
+
+def _delete(table: Any, key: str) -> None:
+    if table.get(key) is not None:
+        del table[key]
+
+
+def _merge_entry(state: Any, source: str, entity: str, entry: list) -> None:
+    """Keep the newer of two stored entries of one entity (a deletion wins a tie, as in
+    apply_signal)."""
+    entities = state.entries.setdefault(source, {})
+    cur = entities.get(entity)
+    if cur is None or entry[0] > cur[0] or (entry[0] == cur[0] and entry[1] is None):
+        entities[entity] = entry
