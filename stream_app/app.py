@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from .config import Settings
 from .events import EventRejected, decode_event
 from .exposition import CallbackCollector, PipelineMetrics, render, worker_state_families
+from . import positions
 from .families import build_families, health_config
 from .processing import FamilyProcessor, HealthProcessor
 from .security import ApiGuard, faust_broker_credentials, redis_url
@@ -99,7 +100,9 @@ class StreamWorker:
         self.pipeline.prime(self.input_topics.values())
         self.registry.register(CallbackCollector(self._worker_families))
         self.registry.register(CallbackCollector(self._store_families))
-        self.app.on_rebalance_complete.connect(self._rewind_uncommitted_partitions)
+        # Before the consumer's fetcher first hands messages over (it starts in
+        # the first recovery): Faust's read offsets must only see post-seek data.
+        positions.install(self.app.consumer, {*self.input_topics.values(), settings.health_signals_topic()})
         self._add_pages()
         from .http_ingest import HttpIngest  # POST /events for apps that cannot speak Kafka
 
@@ -325,33 +328,6 @@ class StreamWorker:
             except Exception as exc:  # noqa: BLE001 - one slow peer must not fail the answer
                 log.warning("lowest accounts from %s failed: %r", url, exc)
         return accounts
-
-    async def _rewind_uncommitted_partitions(self, sender: Any = None, **kwargs: Any) -> None:
-        """Make "seek to committed" also rewind source partitions that have no commit yet.
-
-        Faust fetches while a rebalance recovers its tables, then drops those records
-        and seeks back to the committed offsets; aiokafka only seeks to offsets > 0, so
-        a partition without a commit kept the advanced position and the records
-        fetched meanwhile were never processed (a worker killed before its first
-        commit lost events: tests/faults). Such partitions start from the beginning,
-        as auto_offset_reset=earliest means; events already applied are deduplicated.
-        Installed once the consumer exists, before Faust's seek after recovery.
-        """
-        consumer = self.app.consumer
-        if getattr(consumer, "_stream_app_rewinds", False):
-            return
-        sources = {*self.input_topics.values(), self.settings.health_signals_topic()}
-        seek_to_committed = consumer.seek_to_committed
-
-        async def seek_to_committed_or_start() -> Any:
-            committed = await seek_to_committed()
-            for tp, offset in committed.items():
-                if tp.topic in sources and not offset:  # None (no commit) or 0
-                    await consumer.seek(tp, 0)
-            return committed
-
-        consumer.seek_to_committed = seek_to_committed_or_start
-        consumer._stream_app_rewinds = True
 
     def _store_families(self):
         # stream_app_store_*: Redis availability and backlog of the table stores (docs/reliability.md).

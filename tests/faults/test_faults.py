@@ -88,18 +88,9 @@ def _restart_from_redis(run: FaultRun, w) -> tuple[int, int]:
     return loaded, replayed
 
 
-# Known open bug (issue #5 stays open): after repeated kill -9 with static membership one
-# account's subscription event is occasionally lost (about 1 run in 3 on a loaded 2-core machine;
-# seen as stream_app_revenue_paying_accounts one short). Kept running so it shows; not strict so
-# CI reports it without failing the whole suite.
-KNOWN_LOSS = pytest.mark.xfail(
-    strict=False, reason="intermittent loss of one event after kill -9 with static membership (open bug)"
-)
-
-
 @pytest.mark.parametrize(
     "static",
-    [pytest.param(True, marks=KNOWN_LOSS), False],
+    [True, False],
     ids=["static-membership", "dynamic-membership"],
 )
 def test_kill9_repeatedly_mid_stream(scenario, static):
