@@ -8,6 +8,7 @@ exposes only the partitions it owns; queries sum across instances.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -94,17 +95,38 @@ class PipelineMetrics:
             registry=registry,
         )
         self._watermarks: dict[str, float] = {}
+        # Labelled children resolved once (``labels()`` validates and hashes on every call):
+        # topic -> (consumed, last consumed time, last event time, delay); (topic, type) -> valid.
+        self._per_topic: dict[str, tuple] = {}
+        self._valid: dict[tuple[str, str], Any] = {}
+
+    def _topic_children(self, topic: str) -> tuple:
+        children = self._per_topic.get(topic)
+        if children is None:
+            children = self._per_topic[topic] = (
+                self.consumed.labels(topic),
+                self.last_consumed_time.labels(topic),
+                self.last_event_time.labels(topic),
+                self.event_delay.labels(topic),
+            )
+        return children
 
     def observe_valid(self, topic: str, event_type: str, event_ts: float, now: float) -> None:
-        self.valid.labels(topic, event_type).inc()
+        valid = self._valid.get((topic, event_type))
+        if valid is None:
+            # Event types are validated (a closed set), so this stays small.
+            valid = self._valid[(topic, event_type)] = self.valid.labels(topic, event_type)
+        valid.inc()
+        children = self._topic_children(topic)
         if event_ts > self._watermarks.get(topic, 0.0):
             self._watermarks[topic] = event_ts
-            self.last_event_time.labels(topic).set(event_ts)
-        self.event_delay.labels(topic).observe(max(0.0, now - event_ts))
+            children[2].set(event_ts)
+        children[3].observe(max(0.0, now - event_ts))
 
     def observe_consumed(self, topic: str, now: float) -> None:
-        self.consumed.labels(topic).inc()
-        self.last_consumed_time.labels(topic).set(now)
+        consumed, last_consumed, _, _ = self._topic_children(topic)
+        consumed.inc()
+        last_consumed.set(now)
 
     def prime(self, topics: Iterable[str]) -> None:
         """Create the unlabelled-by-outcome series at zero so rates work from the first scrape."""

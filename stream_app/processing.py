@@ -101,6 +101,8 @@ class FamilyProcessor:
         self.tracker = WatermarkTracker(self.cfg.horizon, self.cfg.bucket_seconds)
         # Per partition: heap of (retention_until, key); stale entries are re-checked.
         self._expiry: dict[int, list[tuple[float, str]]] = {}
+        self._too_late = pipeline.too_late.labels(topic)
+        self._duplicates = pipeline.duplicates.labels(topic)
         self.ready = False
         self.last_rebuild_seconds = 0.0
         self.evicted_entities = 0
@@ -110,13 +112,13 @@ class FamilyProcessor:
     async def handle(self, event: Any, partition: int) -> None:
         fam = self.family
         if self.tracker.observe(partition, event.ts):
-            self.pipeline.too_late.labels(self.topic).inc()
+            self._too_late.inc()
         key = event.subject
         stored = self.table.get(key)
         old = fam.from_dict(stored[1]) if stored is not None else None
         new, applied = fam.apply(old, event)
         if not applied:
-            self.pipeline.duplicates.labels(self.topic).inc()
+            self._duplicates.inc()
             # A redelivery may follow a crash that lost the signal sent the first
             # time; signals are absolute, so sending it again is harmless.
             await self._signal(key, old, old, force=True)

@@ -33,11 +33,27 @@ class ContributionIndex:
         """Replace one entity's old contributions by its new ones, applying only the
         difference. Returns how many new contributions were dropped as too late (also added
         to ``self.dropped``)."""
+        if not isinstance(old, list | tuple):
+            old = list(old)
+        if not isinstance(new, list | tuple):
+            new = list(new)
+        # Contributions come in a stable order and an event changes few of them: pairs equal at
+        # the same position cancel (removing and adding one contribution is no change), only
+        # the rest is counted.
+        n = min(len(old), len(new))
+        i = 0
+        while i < n and old[i] == new[i]:
+            i += 1
         oc: dict = {}
-        for c in old:
-            oc[c] = oc.get(c, 0) + 1
         nc: dict = {}
-        for c in new:
+        for j in range(i, n):
+            o, c = old[j], new[j]
+            if o != c:
+                oc[o] = oc.get(o, 0) + 1
+                nc[c] = nc.get(c, 0) + 1
+        for c in old[n:]:
+            oc[c] = oc.get(c, 0) + 1
+        for c in new[n:]:
             nc[c] = nc.get(c, 0) + 1
         for c, k in oc.items():
             d = k - nc.get(c, 0)
