@@ -21,6 +21,7 @@ one ``HealthState`` per account (a Faust table keyed by account id) via ``apply_
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -88,7 +89,6 @@ class HealthConfig:
     # state and exposition
     retention_seconds: Mapping[str, float | None] = field(default_factory=_default_retention)
     score_edges: tuple[float, ...] = DEFAULT_SCORE_EDGES
-    cache_seconds: float = 0.0  # collect/lowest reuse a score computed less than this ago
 
     def __post_init__(self) -> None:
         if set(self.weights) - set(SOURCES):
@@ -368,6 +368,48 @@ def evaluate(state: HealthState, now: float, cfg: HealthConfig | None = None) ->
     return HealthScore(total, comps, cfg.band(total)), facts
 
 
+# Window edges are computed as ``x + window`` here but compared as ``x <= now - window`` in the
+# components: a cached score ends this much early so float rounding cannot outlive it.
+_EDGE_MARGIN = 1e-3
+
+
+def valid_until(state: HealthState, now: float, cfg: HealthConfig | None = None) -> float:
+    """The first instant after ``now`` from which :func:`evaluate` of this (unchanged) state may
+    differ from its value at ``now``: the nearest window edge or running SLA due time ahead.
+
+    Every comparison with ``now`` in the components has its edge here (conservative: an edge
+    that changes nothing only shortens the validity). ``math.inf`` when nothing is ahead.
+    """
+    cfg = cfg or DEFAULT_CONFIG
+    edges: list[float] = []
+    add = edges.append
+    for _, ts, sig in state.live("usage"):
+        add(ts + cfg.usage_known_seconds)  # the user stops being known
+        la = sig.get("last_active_ts")
+        if la is not None:
+            add(la + cfg.usage_active_seconds)  # the user stops being active
+    for _, _, sig in state.live("support"):
+        created = sig.get("created_ts")
+        if created is not None:
+            add(created + cfg.support_recent_seconds)  # a closed ticket stops being considered
+            if not sig.get("first_reply_breached") and sig.get("first_reply_stopped_ts") is None:
+                due = sig.get("first_reply_due_ts")
+                if due is None:
+                    target = cfg.first_reply_targets.get(sig.get("priority"))
+                    due = None if target is None else created + target
+                if due is not None:
+                    add(due)  # the running first-reply clock breaches
+        lr = sig.get("last_reopen_ts")
+        if lr is not None:
+            add(lr + cfg.support_recent_seconds)  # the reopen stops counting
+    for _, ts, _ in state.live("voice"):
+        add(ts + cfg.voice_window_seconds)  # the response leaves the window
+    for _, ts, _ in state.live("revenue"):
+        add(ts + cfg.revenue_recent_seconds)  # a contraction stops counting
+    ahead = [e for e in edges if e >= now]
+    return min(ahead) - _EDGE_MARGIN if ahead else math.inf
+
+
 def score(state: HealthState, now: float, cfg: HealthConfig | None = None) -> HealthScore:
     """Score of one account at wall-clock ``now`` (see docs/metrics.md, Composite)."""
     return evaluate(state, now, cfg)[0]
@@ -380,14 +422,17 @@ class HealthIndex:
     """The accounts this worker holds (the caller also stores each state in its table) and their
     scores at ``now``. Not thread-safe (use the event loop).
 
-    Scores depend on the wall clock, so they are computed at read time; with
-    ``cfg.cache_seconds > 0`` a score computed less than that ago (and state unchanged) is reused.
+    Scores depend on the wall clock, so they are computed at read time. Each account's score is
+    kept with the instant it stays valid until (:func:`valid_until`: its nearest window edge or
+    SLA due time), so a scrape re-evaluates only the accounts that changed or crossed an edge
+    since, and still equals a fresh evaluation at any ``now`` (tests/unit/test_health.py).
     """
 
     def __init__(self, cfg: HealthConfig | None = None):
         self.cfg = cfg or HealthConfig()
         self.states: dict[str, HealthState] = {}
-        self._cache: dict[str, tuple[float, HealthScore, dict]] = {}
+        # account -> (evaluated at, valid until, score); facts are recomputed when asked for
+        self._cache: dict[str, tuple[float, float, HealthScore]] = {}
 
     def __len__(self) -> int:
         return len(self.states)
@@ -427,20 +472,18 @@ class HealthIndex:
         return high
 
     def evaluate(self, account_id: str, now: float) -> tuple[HealthScore, dict] | None:
+        """Score and facts at ``now`` (always computed; refreshes the cached score)."""
         s = self.states.get(account_id)
         if s is None:
             return None
-        ttl = self.cfg.cache_seconds
-        if ttl > 0:
-            c = self._cache.get(account_id)
-            if c is not None and c[0] <= now < c[0] + ttl:
-                return c[1], c[2]
         sc, facts = evaluate(s, now, self.cfg)
-        if ttl > 0:
-            self._cache[account_id] = (now, sc, facts)
+        self._cache[account_id] = (now, valid_until(s, now, self.cfg), sc)
         return sc, facts
 
     def score(self, account_id: str, now: float) -> HealthScore | None:
+        c = self._cache.get(account_id)
+        if c is not None and c[0] <= now < c[1]:
+            return c[2]
         r = self.evaluate(account_id, now)
         return None if r is None else r[0]
 
@@ -449,9 +492,10 @@ class HealthIndex:
         bands = dict.fromkeys(BANDS, 0)
         totals: list[float] = []
         comps: dict[str, list[float]] = {c: [] for c in SOURCES}
+        score = self.score
         for acc in self.states:
-            sc, _ = self.evaluate(acc, now)  # type: ignore[misc]
-            for c, v in sc.components.items():
+            sc = score(acc, now)
+            for c, v in sc.components.items():  # type: ignore[union-attr]
                 if v is not None:
                     comps[c].append(v)
             if sc.total is not None:
@@ -506,14 +550,15 @@ class HealthIndex:
         """The ``limit`` lowest-scoring accounts at ``now`` (unscored ones left out), lowest first,
         ties by account id: ``{"account_id", "total", "band", "components", "facts"}``. For an
         HTTP answer (ids are fine there, never in labels)."""
-        rows = []
+        ranked = []
         for acc in self.states:
-            sc, facts = self.evaluate(acc, now)  # type: ignore[misc]
-            if sc.total is not None:
-                rows.append((sc.total, acc, sc, facts))
-        rows.sort(key=lambda r: (r[0], r[1]))
+            sc = self.score(acc, now)
+            if sc is not None and sc.total is not None:
+                ranked.append((sc.total, acc))
+        ranked.sort()
+        rows = [(acc, *self.evaluate(acc, now)) for _, acc in ranked[: max(0, int(limit))]]  # type: ignore[misc]
         return [
             {"account_id": acc, "total": sc.total, "band": sc.band, "components": dict(sc.components),
              "facts": dict(facts)}
-            for _, acc, sc, facts in rows[: max(0, int(limit))]
+            for acc, sc, facts in rows
         ]

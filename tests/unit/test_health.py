@@ -20,6 +20,7 @@ from stream_app.core.health import (
     HealthState,
     apply_signal,
     score,
+    valid_until,
 )
 from tests.reference import health_reference as ref
 from .family_harness import lab, samples
@@ -329,14 +330,38 @@ def test_index_rebuild_remove_and_cache():
     assert_same(samples(rebuilt, NOW), samples(base, NOW))
     rebuilt.remove("C")
     assert rebuilt.score("C", NOW) is None and len(rebuilt) == 4
-    cached = HealthIndex(HealthConfig(cache_seconds=60))
-    cached.rebuild(base.states.values())
-    s0 = cached.score("C", NOW)
-    assert cached.score("C", NOW + 7 * D) != s0  # outside the cache period: recomputed
-    t = cached.score("C", NOW + 7 * D + 30)  # within it: the cached score (at NOW + 7 d)
-    assert t == cached.score("C", NOW + 7 * D)
-    cached.apply(user("C", "u5", NOW + 7 * D, last_active=NOW + 7 * D, sessions=5))  # a change drops it
-    assert cached.score("C", NOW + 7 * D + 30).total == 1.0
+    # Scores are cached until their next window edge: a live index read at later and later
+    # times (and after a change) equals a fresh one at each instant.
+    live = HealthIndex(HealthConfig())
+    live.rebuild(base.states.values())
+    for t in (NOW, NOW + 600, NOW + 7 * D, NOW + 7 * D + 30, NOW + 31 * D, NOW + 91 * D):
+        assert_same(samples(live, t), samples(index_of(scenario()), t))
+    s0 = live.score("C", NOW + 7 * D + 30)
+    live.apply(user("C", "u5", NOW + 7 * D, last_active=NOW + 7 * D, sessions=5))  # a change drops it
+    assert live.score("C", NOW + 7 * D + 30).total == 1.0 != s0.total
+
+
+def test_valid_until_is_the_nearest_edge_ahead():
+    cfg = HealthConfig()
+    margin = 1e-3
+    st_, _ = apply_signal(None, ticket("X", "t", NOW, priority="urgent", due=NOW + 1800), cfg)
+    assert valid_until(st_, NOW, cfg) == NOW + 1800 - margin  # the running clock breaches after it
+    st_, _ = apply_signal(st_, user("X", "u", NOW - 2 * D, last_active=NOW - 2 * D, sessions=3), cfg)
+    assert valid_until(st_, NOW + 3600, cfg) == NOW - 2 * D + 7 * D - margin  # u stops being active
+    stopped, _ = apply_signal(None, ticket("Y", "t", NOW, open_=False, stopped=NOW + 10, priority="urgent"), cfg)
+    assert valid_until(stopped, NOW, cfg) == NOW + 30 * D - margin  # the closed ticket leaves the window
+    assert valid_until(stopped, NOW + 31 * D, cfg) == math.inf  # nothing ahead
+    assert score(stopped, NOW + 30 * D - 2 * margin, cfg) == score(stopped, NOW, cfg)
+    assert score(stopped, NOW + 30 * D, cfg) != score(stopped, NOW, cfg)
+    # an open ticket reopened a day ago (clock stopped, created long ago): the reopen stops counting
+    reopened, _ = apply_signal(None, ticket("Z", "t", NOW - 40 * D, stopped=NOW - 40 * D + 60, reopens=1,
+                                            last_reopen=NOW - D, ts=NOW - D), cfg)  # fmt: skip
+    assert valid_until(reopened, NOW, cfg) == NOW + 29 * D - margin
+    assert score(reopened, NOW + 29 * D, cfg) != score(reopened, NOW + 29 * D - 2 * margin, cfg)
+    # a contraction a day ago stops counting after revenue_recent_seconds (30 d)
+    contracted, _ = apply_signal(None, revenue("W", NOW - D, contracted=True), cfg)
+    assert valid_until(contracted, NOW, cfg) == NOW + 29 * D - margin
+    assert score(contracted, NOW + 29 * D, cfg) != score(contracted, NOW + 29 * D - 2 * margin, cfg)
 
 
 # ----------------------------------------------------------------------------- property test
@@ -417,6 +442,24 @@ def test_index_matches_reference_for_any_order_and_duplicates(case):
     rows = idx.lowest(now, limit=100)
     assert [r["account_id"] for r in rows] == [a for _, a in sorted(
         (t, a) for a, (t, _, _) in exp.items() if t is not None)]
+
+
+@given(message_logs(), st.lists(st.sampled_from([0, 600, 1799, 1800, 1801, H, 2 * D, 3 * D, 5 * D, 9 * D, 12 * D,
+                                                 13 * D]), min_size=1, max_size=8))  # fmt: skip
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+def test_cached_scores_equal_the_reference_as_time_passes(case, offsets):
+    """One live index scraped at later and later times (scores cached until their next edge)
+    equals the reference at every instant: no window edge or SLA clock is missed."""
+    _, delivered, _ = case
+    cfg = prop_cfg()
+    idx = index_of(delivered, cfg)
+    prm = ref_params(cfg)
+    for off in sorted(offsets):
+        now = NOW + off
+        assert_same(samples(idx, now), ref.compute(delivered, now, prm))
+        for acc, (total, comps, band) in ref.scores(delivered, now, prm).items():
+            got = idx.score(acc, now)
+            assert got.band == band and got.total == pytest.approx(total)
 
 
 # ----------------------------------------------------------------------------- generator logs
