@@ -15,11 +15,12 @@ partitions' keys around).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,10 +63,51 @@ class EntityTable(faust.Table):
     async def on_recovery_completed(self, active_tps, standby_tps) -> None:
         await super().on_recovery_completed(active_tps, standby_tps)
         if self.processor is not None:
-            self.processor.rebuild({tp.partition for tp in active_tps})
+            await self.processor.rebuild_async({tp.partition for tp in active_tps})
 
 
-class FamilyProcessor:
+# Rebuilds yield to the event loop every this many states: with a million entities a rebuild
+# takes tens of seconds, and a loop blocked that long misses Faust's consumer keepalive and
+# falls out of the group (then rebalances and rebuilds again). Source partitions stay paused
+# until every table's recovery callback is done, so no event is processed meanwhile.
+REBUILD_CHUNK = 2000
+
+
+class Rebuilding:
+    """Shared by the processors: a rebuild as steps, run at once or yielding between chunks.
+
+    The new index is swapped in at the end, so a scrape meanwhile reads the previous one; a
+    rebuild overtaken by a newer rebalance is dropped.
+    """
+
+    ready = False
+    _rebuild_generation = 0
+
+    def on_rebalance_started(self) -> None:
+        self.ready = False
+        self._rebuild_generation += 1
+
+    def rebuild(self, partitions: set[int]) -> None:
+        """Rebuild at once (tests, tools)."""
+        for _ in self._rebuild_steps(partitions, self._next_rebuild()):
+            pass
+
+    async def rebuild_async(self, partitions: set[int]) -> None:
+        for _ in self._rebuild_steps(partitions, self._next_rebuild()):
+            await asyncio.sleep(0)
+
+    def _next_rebuild(self) -> int:
+        self._rebuild_generation += 1
+        return self._rebuild_generation
+
+    def _current(self, generation: int) -> bool:
+        return generation == self._rebuild_generation
+
+    def _rebuild_steps(self, partitions: set[int], generation: int) -> Iterator[None]:
+        raise NotImplementedError
+
+
+class FamilyProcessor(Rebuilding):
     """Entity states in a Faust table, a derived index in memory, the watermark."""
 
     def __init__(
@@ -153,12 +195,12 @@ class FamilyProcessor:
         message = {"source": self.family.name, "entity": key, "ts": ts, "signal": signal}
         await self.signals.send(key=account_id.encode(), value=message)
 
-    def _schedule_expiry(self, partition: int, key: str, state: Any) -> None:
+    def _schedule_expiry(self, partition: int, key: str, state: Any, expiry: dict | None = None) -> None:
         if self.family.retention_until is None:
             return
         until = self.family.retention_until(state, self.cfg)
         if until is not None:
-            heapq.heappush(self._expiry.setdefault(partition, []), (until, key))
+            heapq.heappush((self._expiry if expiry is None else expiry).setdefault(partition, []), (until, key))
 
     async def _expire(self, partition: int, cutoff: float, budget: int = 8) -> None:
         """Delete entities of this partition that no longer affect any metric.
@@ -185,29 +227,34 @@ class FamilyProcessor:
 
     # --- rebalancing ----------------------------------------------------------
 
-    def on_rebalance_started(self) -> None:
-        self.ready = False
-
-    def rebuild(self, partitions: set[int]) -> None:
+    def _rebuild_steps(self, partitions: set[int], generation: int) -> Iterator[None]:
         """Rebuild the index from the recovered states of the assigned partitions."""
         t0 = time.perf_counter()
         fam, cfg = self.family, self.cfg
-        self.index = fam.make_index(cfg)
-        self.tracker = WatermarkTracker(cfg.horizon, cfg.bucket_seconds)
-        self._expiry = {}
+        index = fam.make_index(cfg)
+        tracker = WatermarkTracker(cfg.horizon, cfg.bucket_seconds)
+        expiry: dict[int, list[tuple[float, str]]] = {}
         states = []
-        for key, stored in list(self.table.data.items()):
+        for i, (key, stored) in enumerate(list(self.table.data.items()), 1):
             if stored is None or stored[0] not in partitions:
                 continue
             partition, state = stored[0], fam.from_dict(stored[1])
             states.append(state)
             ts = state.max_ts()
             if ts is not None:
-                self.tracker.observe(partition, ts)
-            self._schedule_expiry(partition, key, state)
-        # Seed the watermark first so rebuild evicts exactly what processing would have.
-        self.index.rebuild(states)
-        self.index.evict(self.tracker.cutoff())
+                tracker.observe(partition, ts)
+            self._schedule_expiry(partition, key, state, expiry)
+            if i % REBUILD_CHUNK == 0:
+                yield
+        for i, state in enumerate(states, 1):
+            index.update((), fam.contributions(state, cfg))
+            if i % REBUILD_CHUNK == 0:
+                yield
+        # The watermark is seeded first, so the rebuild evicts exactly what processing would have.
+        index.evict(tracker.cutoff())
+        if not self._current(generation):
+            return  # a newer rebalance started: its own rebuild follows
+        self.index, self.tracker, self._expiry = index, tracker, expiry
         self.last_rebuild_seconds = time.perf_counter() - t0
         self.ready = True
         log.info(
@@ -238,7 +285,7 @@ def _without_ts(signal: dict | None) -> dict | None:
     return None if signal is None else {k: v for k, v in signal.items() if k != "ts"}
 
 
-class HealthProcessor:
+class HealthProcessor(Rebuilding):
     """Per-account health state from the signals topic; scores are computed when read.
 
     The table holds one row per (account, source, entity): the entity's latest signal (or
@@ -307,16 +354,15 @@ class HealthProcessor:
                 for entity in before:
                     _delete(table, health_row_key(account_id, source, entity))
 
-    def on_rebalance_started(self) -> None:
-        self.ready = False
-
-    def rebuild(self, partitions: set[int]) -> None:
+    def _rebuild_steps(self, partitions: set[int], generation: int) -> Iterator[None]:
         t0 = time.perf_counter()
         health = self._health
         states: dict[str, Any] = {}
         legacy: set[str] = set()
         rows = 0
-        for stored in list(self.table.data.values()):
+        for i, stored in enumerate(list(self.table.data.values()), 1):
+            if i % REBUILD_CHUNK == 0:
+                yield
             if stored is None or stored[0] not in partitions:
                 continue
             value = stored[1]
@@ -334,15 +380,28 @@ class HealthProcessor:
             if state is None:
                 state = states[account_id] = health.HealthState(account_id)
             _merge_entry(state, source, entity, [ts, None if signal is None else dict(signal)])
-        for state in states.values():
+        for i, state in enumerate(states.values(), 1):
+            if i % REBUILD_CHUNK == 0:
+                yield
             # hw = newest entry (the newest applied signal is never pruned); pruning again makes
             # the state exact even if a crash kept a row whose deletion was not sent.
             state.hw = max((e[0] for d in state.entries.values() for e in d.values()), default=None)
             if state.hw is not None:
                 state.entries = health._prune(state.entries, state.hw, self.cfg)
-        self.index = health.HealthIndex(self.cfg)
-        self.index.rebuild(states.values())
-        self._legacy = legacy
+        index = health.HealthIndex(self.cfg)
+        index.rebuild(states.values())
+        # Score every account now, in chunks: the first scrape then re-scores only what changed
+        # (scores are kept until their next window edge), instead of all accounts at once.
+        for i, account_id in enumerate(list(index.states), 1):
+            if i % REBUILD_CHUNK == 0:
+                yield
+            try:
+                index.score(account_id, time.time())
+            except Exception:  # noqa: BLE001 - only a warm-up: such an account is scored at scrape time
+                log.debug("health: no score for an account at rebuild", exc_info=True)
+        if not self._current(generation):
+            return  # a newer rebalance started: its own rebuild follows
+        self.index, self._legacy = index, legacy
         self.ready = True
         log.info(
             "health: rebuilt %d accounts from %d entity rows (+%d whole-account rows) in %.3fs",
