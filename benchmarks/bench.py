@@ -65,6 +65,7 @@ class Options:
     profile_seconds: float = 0.0  # >0: py-spy the 1-worker throughput run for this long
     timeout_scale: float = 1.0
     phases: tuple[str, ...] = ("throughput", "recovery")  # throughput includes freshness
+    stores: tuple[str, ...] = ("redis", "memory")  # recovery and memory phases, in this order
     # Smoke runs: independent phases at once and short waits. Figures are then meaningless.
     quick: bool = False
 
@@ -1006,7 +1007,7 @@ def run(stack, opts: Options, workdir: Path, log: Callable[[str], None] = print)
     try:
         phases = throughput_phases() if "throughput" in opts.phases else []
         if "recovery" in opts.phases:
-            phases += [recovery("redis"), recovery("memory")]
+            phases += [recovery(store) for store in opts.stores]
         if opts.quick:
             with ThreadPoolExecutor(len(phases)) as pool:
                 for f in [pool.submit(phase) for phase in phases]:
@@ -1171,6 +1172,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--phases", default=",".join(d.phases),
                    help="comma list of throughput (with freshness), recovery (with memory); default all")  # fmt: skip
+    p.add_argument("--stores", default=",".join(d.stores),
+                   help="stores for the recovery phase: redis, memory or both (default %(default)s)")
     p.add_argument("--profile", type=float, default=0.0, metavar="SECONDS",
                    help="py-spy the 1-worker throughput run for this many seconds (needs py-spy)")  # fmt: skip
     p.add_argument("--bootstrap", help="use this Kafka instead of starting the local stack (needs --redis-url)")
@@ -1197,7 +1200,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     opts = Options(events=args.events, entities=args.entities, freshness_rate=args.freshness_rate,
                    freshness_seconds=args.freshness_seconds, seed=args.seed, profile_seconds=args.profile,
-                   phases=tuple(x.strip() for x in args.phases.split(",") if x.strip()))  # fmt: skip
+                   phases=tuple(x.strip() for x in args.phases.split(",") if x.strip()),
+                   stores=tuple(x.strip() for x in args.stores.split(",") if x.strip()))  # fmt: skip
     # SIGTERM/SIGHUP unwind like Ctrl-C, so the finally blocks stop workers and the stack.
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
