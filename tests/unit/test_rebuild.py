@@ -5,6 +5,7 @@ rebuild overtaken by a newer rebalance does not replace the index."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import re
 import time
@@ -137,3 +138,30 @@ def test_a_rebuild_overtaken_by_a_rebalance_does_not_replace_the_index(monkeypat
     assert usage.index is before and not usage.ready
     asyncio.run(usage.rebuild_async({0}))  # that rebalance's own rebuild
     assert usage.index is not before and usage.ready
+
+
+def test_the_collector_waits_for_every_concurrent_rebuild_then_freezes_the_result(monkeypatch):
+    monkeypatch.setattr(processing, "REBUILD_CHUNK", 50)
+    worker = _fed_worker()
+    processors = [*worker.processors, worker.health]
+    seen: list[bool] = []
+
+    async def rebuild_all() -> None:
+        async def watch() -> None:
+            while not all(p.ready for p in processors):
+                seen.append(gc.isenabled())
+                await asyncio.sleep(0)
+
+        for p in processors:
+            p.on_rebalance_started()
+        # Faust runs every table's recovery callback at once.
+        await asyncio.gather(*(p.rebuild_async(ALL) for p in processors), watch())
+
+    gc.unfreeze()
+    try:
+        asyncio.run(rebuild_all())
+        assert seen and not any(seen)  # paused while any rebuild ran
+        assert gc.isenabled() and gc.get_freeze_count() > 0  # resumed, the rebuilt state frozen
+    finally:
+        gc.unfreeze()
+        gc.enable()
