@@ -22,10 +22,8 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
-from stream_app.events import decode_event
 from stream_app.generator import Faults, GeneratedEvent, generate
 from stream_app.producer import EventProducer
 
@@ -34,6 +32,7 @@ from ..integration.test_metrics_reference import (
     REFERENCES,
     _health_params,
     _read_signals,
+    _reference_events,
     _reference_params,
     _scrape_at,
     _settings_of,
@@ -80,13 +79,7 @@ def make_event_log(seed: int = 20261124) -> EventLog:
                       faults=faults)  # fmt: skip
     too_late = _too_late_events(now)
     events += too_late
-    valid = []
-    for ev in events:
-        if ev.is_invalid:
-            continue
-        decoded = decode_event(ev.value, now=now + 600)
-        data = {k: v.timestamp() if isinstance(v, datetime) else v for k, v in decoded.data.model_dump().items()}
-        valid.append({"id": decoded.id, "type": decoded.type, "time": decoded.ts, "family": decoded.family, "data": data})
+    valid = _reference_events(events, now)
     return EventLog(events, valid, len(too_late), sum(e.is_invalid for e in events),
                     sum(e.is_duplicate for e in events))  # fmt: skip
 

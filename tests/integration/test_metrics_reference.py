@@ -88,6 +88,19 @@ SAME_ON_EVERY_WORKER = {"stream_app_voice_min_responses", "stream_app_revenue_re
 INTERNAL = re.compile(r"_watermark_timestamp_seconds$|_dropped_contributions_total$")
 
 
+def _reference_events(events: list[GeneratedEvent], now: float) -> list[dict]:
+    """The valid events as the reference computations take them: plain values, datetimes as epoch
+    seconds (invalid ones are the dead-letter topic's business)."""
+    valid = []
+    for ev in events:
+        if ev.is_invalid:
+            continue
+        decoded = decode_event(ev.value, now=now + 600)
+        data = {k: v.timestamp() if isinstance(v, datetime) else v for k, v in decoded.data.model_dump().items()}
+        valid.append({"id": decoded.id, "type": decoded.type, "time": decoded.ts, "family": decoded.family, "data": data})
+    return valid
+
+
 def _too_late_events(now: float) -> list[GeneratedEvent]:
     """A ticket lifecycle three days old, delivered last: too late for every window."""
     t = now - TOO_LATE_AGE
@@ -132,14 +145,7 @@ def event_log(stack):
     events = events + too_late
     t0 = time.monotonic()
     asyncio.run(produce_log(stack.bootstrap, topics, events))
-    valid = []
-    for ev in events:
-        if ev.is_invalid:
-            continue
-        decoded = decode_event(ev.value, now=now + 600)
-        # The references take plain values, datetimes as epoch seconds.
-        data = {k: v.timestamp() if isinstance(v, datetime) else v for k, v in decoded.data.model_dump().items()}
-        valid.append({"id": decoded.id, "type": decoded.type, "time": decoded.ts, "family": decoded.family, "data": data})
+    valid = _reference_events(events, now)
     print(
         f"\nevent log: {len(events)} messages ({len(valid)} valid, "
         f"{sum(e.is_invalid for e in events)} invalid, {sum(e.is_duplicate for e in events)} duplicates, "
