@@ -39,8 +39,8 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from stream_app.generator import FAMILIES, GeneratedEvent, generate, rfc3339
-from stream_app.producer import produce_log
+from stream_app.tools.generator import FAMILIES, GeneratedEvent, generate, rfc3339
+from stream_app.tools.producer import produce_log
 from tests.integration.worker_process import WorkerProcess, free_port, worker_env
 
 from .common import FAUST_BASELINE_TABLES, RunnerConfig
@@ -228,7 +228,7 @@ def delay_buckets(text: bytes, topic: str) -> dict[float, float]:
 
 
 def machine_info() -> dict:
-    from stream_app.stack import KAFKA_VERSION
+    from stream_app.tools.stack import KAFKA_VERSION
 
     cpu = "unknown"
     try:
@@ -446,7 +446,7 @@ class Bench:
         env = worker_env(self.stack, app_id, topic_partitions=self.opts.partitions, **settings)
         env.update({f"STREAM_APP_TOPIC_{k}": topics[f] for k, f in
                     (("TICKETS", "ticket"), ("ACTIVITY", "activity"), ("SUBSCRIPTIONS", "subscription"), ("SURVEYS", "survey"))})  # fmt: skip
-        # The worker would create these itself; stream_app.topics.ensure_topics can read a topic
+        # The worker would create these itself; stream_app.kafka.topics.ensure_topics can read a topic
         # created a moment ago as having 0 partitions and exit (seen under load), so create them here.
         self.stack.create_topics([env["STREAM_APP_TOPIC_DEADLETTER"], f"{app_id}.health-signals"],
                                  partitions=self.opts.partitions)  # fmt: skip
@@ -682,7 +682,7 @@ class Bench:
         send_times: list[float] = []
 
         async def produce() -> None:
-            from stream_app.producer import EventProducer
+            from stream_app.tools.producer import EventProducer
 
             tag = uuid.uuid4().hex[:6]
             async with EventProducer(self.stack.bootstrap, topics, linger_ms=0) as producer:
@@ -869,7 +869,7 @@ PROFILE_COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("  decode_event (pydantic validation)", ("decode_event",)),
     ("  pipeline counters (prometheus_client labels/inc)", ("observe_valid", "observe_consumed")),
     ("  family handler (state, index, signals)", ("FamilyProcessor.handle",)),
-    ("    apply event to entity state", ("apply (stream_app/core",)),
+    ("    apply event to entity state", ("apply (stream_app/engine",)),
     ("    state from_dict / to_dict", ("from_dict (stream_app", "to_dict (stream_app")),
     ("    contributions + index update", ("contributions (stream_app", "Index.update (stream_app", "ContributionIndex.update")),
     ("    table write (Faust changelog send)", ("Table.__setitem__", "on_key_set", "ManagedUserDict.__setitem__")),
@@ -880,7 +880,7 @@ PROFILE_COMPONENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aiokafka producer sender (changelogs, signals)", ("Sender._send_produce_req", "Sender._sender_routine", "SendProduceReqHandler")),
     ("consumer fetch (Faust consumer thread)", ("Fetcher.", "AIOKafkaConsumerThread", "ConsumerThread")),
     ("offset commit", ("Consumer.commit", "Consumer._commit", "Consumer.maybe_wait_for_commit_to_finish")),
-    ("Redis store flush", ("redis_store",)),
+    ("Redis store flush", ("stream_app/store",)),
     ("/metrics rendering (web)", ("View.dispatch", "generate_latest", "render (stream_app")),
 )
 _GENERIC = re.compile(r"\((asyncio|selectors|threading|runpy|<frozen|mode/worker|mode/services|mode/threads|stream_app/cli)")
@@ -1190,7 +1190,7 @@ class _External:
         self.bootstrap, self.redis_url = bootstrap, redis_url
 
     def create_topics(self, topics, *, partitions: int = 1, config=None) -> list[str]:
-        from stream_app.stack import KafkaBroker
+        from stream_app.tools.stack import KafkaBroker
 
         # KafkaBroker.create_topics only needs .bootstrap
         return KafkaBroker.create_topics(self, topics, partitions=partitions, config=config)
@@ -1213,7 +1213,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit("--bootstrap needs --redis-url")
             results = run(_External(args.bootstrap, args.redis_url), opts, workdir)
         else:
-            from stream_app.stack import LocalStack
+            from stream_app.tools.stack import LocalStack
 
             with LocalStack(workdir / "stack") as stack:
                 print(f"local stack: Kafka {stack.bootstrap}, Redis {stack.redis_url}", flush=True)

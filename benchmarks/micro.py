@@ -29,7 +29,7 @@ from types import SimpleNamespace
 from aiokafka.partitioner import DefaultPartitioner
 from faust.serializers import codecs
 
-from stream_app.app import StreamWorker
+from stream_app.worker.app import StreamWorker
 from stream_app.config import Settings
 from stream_app.events import EventRejected, decode_event
 

@@ -24,7 +24,7 @@ with atheris.instrument_imports():
     from stream_app.config import Settings
     from stream_app.events import EventRejected, decode_event
     from stream_app.events.decode import REASONS
-    from stream_app.families import build_families
+    from stream_app.worker.families import build_families
 
 NOW = time.time()
 FAMILIES = {f.event_family: f for f in build_families(Settings())}

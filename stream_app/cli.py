@@ -25,8 +25,8 @@ commands:
 def run_worker(settings: Settings) -> int:
     import faust
 
-    from .app import StreamWorker
-    from .topics import ensure_topics
+    from .worker.app import StreamWorker
+    from .kafka.topics import ensure_topics
 
     logging.basicConfig(level=settings.log_level.upper())
     loop = asyncio.new_event_loop()
@@ -49,7 +49,7 @@ def _worker_main(argv: list[str]) -> int:
 
 
 def _topics_main(argv: list[str]) -> int:
-    from .topics import ensure_topics
+    from .kafka.topics import ensure_topics
 
     argparse.ArgumentParser(prog="stream-app topics").parse_args(argv)
     partitions = asyncio.run(ensure_topics(Settings()))
@@ -93,15 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     if command == "worker":
         return _worker_main(rest)
     if command == "generate":
-        from .generator import main_generate
+        from .tools.producer import main_generate
 
         return main_generate(rest)
     if command == "stack":
-        from .stack import main_stack
+        from .tools.stack import main_stack
 
         return main_stack(rest)
     if command == "demo":
-        from .demo import main_demo
+        from .tools.demo import main_demo
 
         return main_demo(rest)
     if command == "topics":
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "schemas":
         return _schemas_main(rest)
     if command == "top":
-        from .top import main_top
+        from .tools.top import main_top
 
         return main_top(rest)
     print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)

@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .vocabulary import DEFAULT_SLA_TARGETS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STREAM_APP_", extra="ignore")
@@ -103,7 +105,7 @@ class Settings(BaseSettings):
         description="Windows (s) of response/resolution durations, FCR, handle time and SLA breaches.",
     )
     support_sla_targets: dict[str, list[float | None]] = Field(
-        {"urgent": [1800, 14400], "high": [3600, 28800], "normal": [14400, 86400], "low": [86400, 259200]},
+        {p: list(targets) for p, targets in DEFAULT_SLA_TARGETS.items()},
         description="Priority -> [first reply target s, resolution target s] (JSON; null = no target).",
     )
     support_sla_at_risk_fraction: float = Field(
@@ -306,3 +308,13 @@ def reference_table() -> str:
 
 if __name__ == "__main__":
     print(reference_table(), end="")
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every non-empty secret in the settings (for log scrubbing checks)."""
+    out = []
+    for name, info in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if hasattr(value, "get_secret_value") and value.get_secret_value():
+            out.append(value.get_secret_value())
+    return out

@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 Integration tests get the real local stack (Kafka + Redis processes, see
-stream_app/stack.py and docs/local-stack.md) through the session-scoped
+stream_app/tools/stack.py and docs/local-stack.md) through the session-scoped
 ``stack`` fixture: it starts on first request, so a run of unit tests alone
 starts nothing and needs no server. If the stack cannot start, every test
 that requested it errors with the service's log tail: never skipped.
@@ -38,7 +38,7 @@ def stack(tmp_path_factory) -> Iterator["LocalStack"]:  # noqa: F821
     consumer groups and Redis keys (see ``new_topic`` / ``redis_client``), and
     leave it running if you restart a service.
     """
-    from stream_app.stack import LocalStack
+    from stream_app.tools.stack import LocalStack
 
     local = LocalStack(tmp_path_factory.mktemp("stack"))
     local.start()  # StackError (with log tails) -> setup error, cached for the session

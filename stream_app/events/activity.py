@@ -6,9 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
+from ..vocabulary import Client
 from .envelope import Envelope, EventData, Id
 
-Client = Literal["web", "ios", "android", "desktop", "api"]
 #: Feature names are bounded identifiers (they may become metric label values after allow-listing).
 FeatureName = Annotated[
     str, StringConstraints(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")

@@ -6,12 +6,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from ..vocabulary import Channel, Priority, TicketStatus
 from .envelope import Envelope, EventData, Id, Name64, Seconds
 
-Channel = Literal["email", "chat", "phone", "web", "api", "social"]
-Priority = Literal["low", "normal", "high", "urgent"]
 AuthorRole = Literal["agent", "customer", "bot"]
-TicketStatus = Literal["new", "open", "pending", "on_hold", "solved", "closed"]
 
 
 class TicketEvent(Envelope):

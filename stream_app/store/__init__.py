@@ -1,12 +1,12 @@
 """Table stores. ``register()`` makes ``store="redis://host:port/db"`` work in ``app.Table``.
 
 The same registration is available declaratively as the entry point
-``[project.entry-points."faust.stores"] redis = "stream_app.store.redis_store:RedisStore"``.
+``[project.entry-points."faust.stores"] redis = "stream_app.store.faust_store:RedisStore"``.
 """
 
 from __future__ import annotations
 
-STORE_PATH = "stream_app.store.redis_store:RedisStore"
+STORE_PATH = "stream_app.store.faust_store:RedisStore"
 
 
 def register(scheme: str = "redis") -> None:

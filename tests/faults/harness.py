@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from stream_app.generator import Faults, GeneratedEvent, generate
-from stream_app.producer import EventProducer
+from stream_app.tools.generator import Faults, GeneratedEvent, generate
+from stream_app.tools.producer import EventProducer
 
 from ..integration.test_metrics_reference import (
     INTERNAL,

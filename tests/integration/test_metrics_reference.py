@@ -22,9 +22,9 @@ import pytest
 
 from stream_app.config import Settings
 from stream_app.events import decode_event
-from stream_app.families import build_families, health_config
-from stream_app.generator import Faults, GeneratedEvent, generate
-from stream_app.producer import produce_log
+from stream_app.worker.families import build_families, health_config
+from stream_app.tools.generator import Faults, GeneratedEvent, generate
+from stream_app.tools.producer import produce_log
 
 from ..reference import health_reference, revenue_reference, support_reference, usage_reference, voice_reference
 from .worker_process import WorkerProcess, total, wait_for, worker_env

@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from stream_app.events import FAMILIES, decode_event
-from stream_app.generator import Faults, Profile, generate
-from stream_app.producer import EventProducer, produce_log
+from stream_app.tools.generator import Faults, Profile, generate
+from stream_app.tools.producer import EventProducer, produce_log
 
 pytestmark = pytest.mark.integration
 

@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from stream_app.events import EVENT_TYPES
-from stream_app.generator import Faults, GeneratedEvent, generate, rfc3339
-from stream_app.producer import produce_log
-from stream_app.promstack import PrometheusProcess, find_prometheus
+from stream_app.tools.generator import Faults, GeneratedEvent, generate, rfc3339
+from stream_app.tools.producer import produce_log
+from stream_app.tools.promstack import PrometheusProcess, find_prometheus
 
 from ..unit.test_dashboards import (
     LABEL_VALUES_RE,

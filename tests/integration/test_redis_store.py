@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from stream_app.store.redis_store import FLUSH_FENCED, FLUSH_OK, FLUSH_SCRIPT, FLUSH_WIPED, RedisKeys
+from stream_app.store.redis_flush import FLUSH_FENCED, FLUSH_OK, FLUSH_SCRIPT, FLUSH_WIPED, RedisKeys
 
 pytestmark = pytest.mark.integration
 

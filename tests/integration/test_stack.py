@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from stream_app.stack import (
+from stream_app.tools.stack import (
     KafkaBroker,
     RedisServer,
     StackError,

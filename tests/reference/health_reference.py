@@ -1,6 +1,6 @@
 """Independent batch computation of the customer-health scores, written from docs/metrics.md.
 
-No code shared with stream_app.core: it sees the whole list of signal messages at once. Per
+No code shared with stream_app.engine: it sees the whole list of signal messages at once. Per
 account and per (source, entity) the message with the greatest ts wins (equal ts: a deletion if
 there is one, else the one later in the list); the winner is dropped if it is a deletion (signal
 None) or older than the account's newest ts minus the source's retention. Scores are recomputed at ``now`` with exact fractions and

@@ -1,6 +1,6 @@
 """Independent batch computation of the revenue metrics, written from docs/metrics.md.
 
-Shares no code with stream_app.core: it sees the whole log, dedupes by id, sorts by event time and
+Shares no code with stream_app.engine: it sees the whole log, dedupes by id, sorts by event time and
 evaluates every definition by brute force (an account's state at an instant is rebuilt from its
 raw events each time it is needed; no compaction, no incremental sums, floats throughout).
 Result: ``{(sample_name, frozenset(labels.items())): value}``, zero samples left out. Label values

@@ -1,6 +1,6 @@
 """Independent batch computation of the support metrics, written from docs/metrics.md.
 
-It deliberately shares no code with stream_app.core (no windows, no support internals): it sees
+It deliberately shares no code with stream_app.engine (no windows, no support internals): it sees
 the whole event log at once, dedupes by id, sorts by event time and recomputes every metric at
 ``now`` as Prometheus samples ``{(sample_name, frozenset(labels.items())): value}`` with zero
 samples left out. Label values are used raw (callers keep them under the label caps).

@@ -1,6 +1,6 @@
 """Independent batch computation of the product usage metrics, written from docs/metrics.md.
 
-No code shared with stream_app.core: it sees the whole event log at once, dedupes by id, sorts by
+No code shared with stream_app.engine: it sees the whole event log at once, dedupes by id, sorts by
 event time, groups events by user and session and counts distinct users directly (sets of users
 per window), not through the last-activity trick the engine uses. Samples are returned as
 ``{(sample_name, frozenset(labels.items())): value}`` with zero samples left out; label values are

@@ -1,6 +1,6 @@
 """Independent batch computation of the voice-of-the-customer metrics, written from docs/metrics.md.
 
-No code shared with stream_app.core: it sees the whole log at once, dedupes by event id, keeps for
+No code shared with stream_app.engine: it sees the whole log at once, dedupes by event id, keeps for
 each response the version with the latest (time, event id), and recomputes every sample at ``now``
 as ``{(sample_name, frozenset(labels.items())): value}`` with zero samples left out.
 

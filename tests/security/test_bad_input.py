@@ -30,7 +30,8 @@ from hypothesis import strategies as st
 from stream_app.config import Settings
 from stream_app.events import EVENT_TYPES, EventRejected, decode_event, family_of
 from stream_app.events.decode import REASONS
-from stream_app.families import build_families
+from stream_app.worker.families import build_families
+from tests.support.engine import EngineRunner
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 EXAMPLES = {t: json.loads((EXAMPLES_DIR / f"{t}.json").read_text()) for t in EVENT_TYPES}
@@ -76,38 +77,28 @@ def reject_reason(raw: bytes, **kw) -> str:
 
 
 class Pipeline:
-    """decode -> entity state (JSON round trip, as the table stores it) -> index: the worker's
-    hot path (FamilyProcessor.handle) without Kafka, for property tests."""
+    """decode -> each family's real engine step (tests/support/engine.py; states round-tripped
+    through their stored form, as a table keeps them): the worker's hot path without Kafka, for
+    property tests."""
 
     def __init__(self, settings: Settings | None = None, now: float = NOW) -> None:
         self.now = now
-        self.families = {f.event_family: f for f in build_families(settings or Settings())}
-        self.states: dict[tuple[str, str], object] = {}
-        self.indexes = {k: f.make_index(f.config) for k, f in self.families.items()}
+        self.families = {f.event_family: EngineRunner(f) for f in build_families(settings or Settings())}
+
+    @property
+    def states(self) -> dict[tuple[str, str], object]:
+        return {(family, key): state for family, run in self.families.items() for key, (_, state) in run.states.data.items()}
 
     def ingest(self, raw: bytes, family: str) -> str:
         """'applied' or 'duplicate'; raises EventRejected."""
         ev = decode_event(raw, expected_family=family, now=self.now)
-        fam = self.families[family]
-        key = (family, ev.subject)
-        old = self.states.get(key)
-        new, applied = fam.apply(old, ev)
-        if not applied:
-            return "duplicate"
-        before = fam.contributions(old, fam.config) if old is not None else ()
-        self.indexes[family].update(before, fam.contributions(new, fam.config))
-        self.states[key] = fam.from_dict(json.loads(json.dumps(new.to_dict())))
-        return "applied"
+        return "applied" if self.families[family].process(ev) else "duplicate"
 
     def samples(self, family: str, index=None) -> dict[tuple, float]:
-        index = index or self.indexes[family]
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value for m in index.collect(self.now) for s in m.samples}
+        return self.families[family].samples(self.now, index)
 
     def rebuilt(self, family: str) -> dict[tuple, float]:
-        fam = self.families[family]
-        index = fam.make_index(fam.config)
-        index.rebuild([s for (f, _), s in self.states.items() if f == family])
-        return self.samples(family, index)
+        return self.samples(family, self.families[family].rebuilt().index)
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -233,7 +224,10 @@ def test_any_sequence_through_the_ingest_path_is_safe_and_drift_free(sequence):
     drift = [
         (k, incremental.get(k), rebuilt.get(k))
         for k in set(incremental) | set(rebuilt)
-        if not math.isclose(incremental.get(k, 0.0), rebuilt.get(k, 0.0), rel_tol=1e-9, abs_tol=1e-6)
+        # Contributions dropped as too late are counted as they arrive: an event counter, not
+        # derived from the states, so a rebuilt index starts it at 0.
+        if not k[0].endswith("_window_dropped_contributions_total")
+        and not math.isclose(incremental.get(k, 0.0), rebuilt.get(k, 0.0), rel_tol=1e-9, abs_tol=1e-6)
     ]
     assert not drift, drift[:3]
 
@@ -445,7 +439,7 @@ _FLOOD_MIX = {
 
 def _conflicting_copies(good) -> list[tuple[int, object]]:
     """(position after which to send, copy): same id and key as an original, other payload."""
-    from stream_app.generator import GeneratedEvent
+    from stream_app.tools.generator import GeneratedEvent
 
     change = {
         "ticket.created": lambda d: d | {"team": "conflict-team", "priority": "urgent"},
@@ -466,8 +460,8 @@ def _conflicting_copies(good) -> list[tuple[int, object]]:
 
 @pytest.mark.integration
 def test_flood_of_bad_events_does_not_starve_good_ones(stack, tmp_path):
-    from stream_app.generator import GeneratedEvent, generate
-    from stream_app.producer import produce_log
+    from stream_app.tools.generator import GeneratedEvent, generate
+    from stream_app.tools.producer import produce_log
 
     from ..integration.test_metrics_reference import (
         _assert_matches_reference,

@@ -1,7 +1,7 @@
 """Security: Kafka SASL/TLS and Redis ACL/TLS through every client, no secrets or personal data
 in logs, errors or metric labels, and bearer-token auth plus rate limiting on the read API.
 
-Unit tests cover stream_app/security.py. The integration tests run their own broker with
+Unit tests cover stream_app/kafka/security.py, stream_app/store/connection.py and stream_app/worker/api_guard.py. The integration tests run their own broker with
 SASL_PLAINTEXT and SASL_SSL listeners (SCRAM and PLAIN users; a throwaway CA made with openssl)
 and a Redis with an ACL user (default user off) and a TLS port, then real workers against them.
 """
@@ -21,17 +21,10 @@ import uuid
 import pytest
 from pydantic import SecretStr
 
-from stream_app.config import Settings
-from stream_app.security import (
-    ApiGuard,
-    RateLimiter,
-    check_bearer,
-    faust_broker_credentials,
-    kafka_client_kwargs,
-    redact_url,
-    redis_url,
-    secret_values,
-)
+from stream_app.config import Settings, secret_values
+from stream_app.kafka.security import faust_broker_credentials, kafka_client_kwargs
+from stream_app.store.connection import redact_url, redis_url
+from stream_app.worker.api_guard import ApiGuard, RateLimiter, check_bearer
 
 KAFKA_USER, KAFKA_PW = "stream-app", "kafka-Pw-9c1e55f0"
 REDIS_USER, REDIS_PW = "app", "redis-Pw-3b7d2a91"
@@ -49,7 +42,7 @@ def test_plaintext_needs_nothing():
 
 
 def test_sasl_ssl_reaches_aiokafka_and_faust(tmp_path):
-    from stream_app.stack import self_signed_tls
+    from stream_app.tools.stack import self_signed_tls
 
     tls = self_signed_tls(tmp_path)
     s = Settings(
@@ -104,7 +97,7 @@ def test_redis_url_gets_user_password_and_ca():
 def test_redis_store_repr_hides_the_password():
     from types import SimpleNamespace
 
-    from stream_app.store.redis_store import RedisStore
+    from stream_app.store.faust_store import RedisStore
 
     store = RedisStore.__new__(RedisStore)
     store.table_name, store.prefix = "t", "p"
@@ -119,9 +112,9 @@ def test_redis_store_repr_hides_the_password():
     except Exception:  # base.Store wants a real app: check the URL logic on its own
         from yarl import URL
 
-        from stream_app.store.redis_store import _OPTION_KEYS
+        from stream_app.store.connection import STORE_OPTIONS
 
-        kept = str(URL(url).with_query({k: v for k, v in URL(url).query.items() if k not in _OPTION_KEYS}))
+        kept = str(URL(url).with_query({k: v for k, v in URL(url).query.items() if k not in STORE_OPTIONS}))
     assert "ssl_ca_certs" in kept and "flush_interval" not in kept and "prefix" not in kept
 
 
@@ -177,7 +170,7 @@ def test_api_guard_limits_before_it_authenticates():
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory):
     """Kafka with SASL_PLAINTEXT + SASL_SSL listeners and Redis with an ACL user and TLS."""
-    from stream_app.stack import KafkaBroker, RedisServer, self_signed_tls
+    from stream_app.tools.stack import KafkaBroker, RedisServer, self_signed_tls
 
     work = tmp_path_factory.mktemp("secure")
     tls = self_signed_tls(work / "tls")
@@ -219,7 +212,7 @@ def _settings(env: dict[str, str]) -> Settings:
 
 def _pii_events(now: float):
     """Events whose ids are e-mail addresses and whose comments are personal, for the leak check."""
-    from stream_app.generator import GeneratedEvent
+    from stream_app.tools.generator import GeneratedEvent
 
     from .test_bad_input import enc, event
 
@@ -271,8 +264,8 @@ def test_secure_worker_counts_and_leaks_neither_secrets_nor_personal_data(secure
     import redis as redis_py
     from prometheus_client.parser import text_string_to_metric_families
 
-    from stream_app.generator import generate
-    from stream_app.producer import produce_log
+    from stream_app.tools.generator import generate
+    from stream_app.tools.producer import produce_log
 
     from ..integration.worker_process import WorkerProcess, total, wait_for
 
@@ -350,8 +343,8 @@ def test_sasl_plaintext_with_plain_mechanism(secure):
     """The other listener and mechanism, through ensure_topics and a producer/consumer pair."""
     from aiokafka import AIOKafkaConsumer
 
-    from stream_app.producer import EventProducer
-    from stream_app.topics import ensure_topics
+    from stream_app.tools.producer import EventProducer
+    from stream_app.kafka.topics import ensure_topics
 
     kafka, _, _ = secure
     app_id = f"plain-{uuid.uuid4().hex[:6]}"

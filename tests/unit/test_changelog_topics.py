@@ -1,8 +1,8 @@
 """ensure_topics pre-creates exactly the changelog topics the worker's Faust tables use."""
 
-from stream_app.app import StreamWorker
+from stream_app.worker.app import StreamWorker
 from stream_app.config import Settings
-from stream_app.topics import changelog_topic_names
+from stream_app.kafka.topics import changelog_topic_names
 
 
 def test_changelog_topic_names_match_the_workers_tables():

@@ -42,7 +42,7 @@ GROUPING_RE = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
 def log_profile():
     """Tickets at human pace (so SLA clocks run late and breach within hours), billing
     compressed to minutes (so trials convert, subscriptions renew and churn within hours)."""
-    from stream_app.generator import Profile
+    from stream_app.tools.generator import Profile
 
     return Profile(trial_seconds=600.0, month_seconds=1200.0, close_after_seconds=900.0)
 
@@ -120,17 +120,19 @@ def exposed() -> dict[str, dict[str, set[str]]]:
     """Sample name -> label name -> values seen, from a real worker registry fed in-process."""
     from prometheus_client.metrics import MetricWrapperBase
 
-    from stream_app.app import StreamWorker
+    from stream_app.worker.app import StreamWorker
     from stream_app.config import Settings
     from stream_app.events import EventRejected, decode_event
-    from stream_app.generator import Faults, generate
+    from stream_app.tools.generator import Faults, generate
+    from tests.support.engine import EngineRunner
 
     now = time.time()
     worker = StreamWorker(Settings(store="memory"))
-    processors = {p.family.event_family: p for p in worker.processors}
+    engines = {p.family.event_family: EngineRunner(p.family) for p in worker.processors}
+    for p in worker.processors:
+        p.engine = engines[p.family.event_family].engine  # the worker exposes what the runners hold
     log = generate(seed=11, start=now - 4 * 3600, duration_seconds=4 * 3600 - 60, rate=0.3,
                    profile=log_profile(), faults=Faults(duplicate=0.01, invalid=0.01))  # fmt: skip
-    states: dict[tuple[str, str], object] = {}
     for raw in log:
         topic = worker.input_topics[raw.family]
         worker.pipeline.observe_consumed(topic, now)
@@ -141,22 +143,15 @@ def exposed() -> dict[str, dict[str, set[str]]]:
             worker.pipeline.deadlettered.labels(topic, rejected.reason).inc()
             continue
         worker.pipeline.observe_valid(topic, event.type, event.ts, now)
-        # What FamilyProcessor.handle does, minus the Faust table and the signals topic.
-        proc = processors[raw.family]
-        fam, key = proc.family, (raw.family, event.subject)
-        old = states.get(key)
-        new, applied = fam.apply(old, event)
-        if not applied:
-            continue
-        proc.index.update(fam.contributions(old, proc.cfg) if old is not None else (), fam.contributions(new, proc.cfg))
-        proc.tracker.observe(0, event.ts)
-        states[key] = new
-        signal = fam.account_signal(new, proc.cfg) if fam.account_signal else None
-        if signal is not None:
-            message = {"source": fam.name, "entity": event.subject, "ts": new.max_ts(), "signal": signal}
-            worker.health.index.apply(message, account_id=signal["account_id"])
+        # The engine step of the event's family (states in a dict instead of the Faust table),
+        # its signals applied by the health stage as the health agent would.
+        run = engines[raw.family]
+        run.process(event)
+        for change in run.signals:
+            worker.health.stage.apply(change.account_id, change.message())
+        run.signals.clear()
     out: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for family in worker.registry.collect():
+    for family in worker.exposition.at(now).collect():
         for name in _sample_names(family):
             out[name]  # noqa: B018 - present even without samples
         for s in family.samples:

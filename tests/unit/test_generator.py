@@ -15,7 +15,7 @@ import pytest
 
 from stream_app.config import Settings
 from stream_app.events import EVENT_TYPES, FAMILIES, EventRejected, decode_event
-from stream_app.generator import (
+from stream_app.tools.generator import (
     INVALID_KINDS,
     Faults,
     GeneratedEvent,
@@ -418,7 +418,7 @@ def test_live_generation_starts_at_the_clock_and_never_ends():
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "stream_app.producer", *args]
+    return [sys.executable, "-m", "stream_app.tools.producer", *args]
 
 
 def test_cli_dry_run_prints_decodable_events_paced_at_the_rate():

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_app.core.health import (
+from stream_app.engine.health import (
     BANDS,
     HealthConfig,
     HealthIndex,
@@ -469,12 +469,12 @@ def test_cached_scores_equal_the_reference_as_time_passes(case, offsets):
 def test_generator_logs_through_every_family(seed):
     """Real lifecycles: every family's apply + account_signal, signal messages sent on change in
     emission order (later message wins at equal ts), health index vs reference."""
-    from stream_app.core import revenue as rv
-    from stream_app.core import support as sp
-    from stream_app.core import usage as us
-    from stream_app.core import voice as vc
+    from stream_app.engine import revenue as rv
+    from stream_app.engine import support as sp
+    from stream_app.engine import usage as us
+    from stream_app.engine import voice as vc
     from stream_app.events import EventRejected, decode_event
-    from stream_app.generator import Faults, Profile, generate
+    from stream_app.tools.generator import Faults, Profile, generate
 
     start = NOW - 2 * H
     gen = generate(seed, start, 1.5 * H, 2.0, profile=Profile.fast(),

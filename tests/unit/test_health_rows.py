@@ -1,38 +1,50 @@
-"""HealthProcessor's table layout: one row per (account, source, entity), rebuilt into the same
-account states the live index holds; rows of the earlier whole-account layout are still read."""
+"""The health stage's stored layout: one row per (account, source, entity), rebuilt into the same
+account states the live index holds."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 
-from stream_app.app import StreamWorker
-from stream_app.config import Settings
-from stream_app.core.health import HealthState
-from stream_app.processing import health_row_key
+from stream_app.engine.health import HealthConfig, HealthStage, HealthState, row_key
 
 D = 86400
 PARTITIONS = 4
+NOW = 1_700_000_000.0
 
 
-def _processor():
-    """The worker's HealthProcessor on the memory store; changelog sends replaced by a JSON
-    round trip of the value (what the changelog would give back on recovery)."""
-    worker = StreamWorker(Settings(store="memory", topic_partitions=PARTITIONS))
-    proc = worker.health
-    table = proc.table
-    table.on_key_set = lambda key, value: None
-    table.on_key_del = lambda key: None
-    proc.rebuild(set(range(PARTITIONS)))
-    return proc
+class Stored:
+    """The health stage with its rows in a dict, as the worker keeps them in its table:
+    key -> [partition, row]."""
+
+    def __init__(self) -> None:
+        self.stage = HealthStage(HealthConfig())
+        self.rows: dict[str, list] = {}
+
+    @property
+    def index(self):
+        return self.stage.index
+
+    def handle(self, account_id: str, message: dict, partition: int) -> None:
+        sets, deletes = self.stage.apply(account_id, message)
+        for key, row in sets:
+            self.rows[key] = [partition, row]
+        for key in deletes:
+            self.rows.pop(key, None)
+
+    def rebuild(self, partitions: set[int]) -> None:
+        self.stage.rebuild((v[1] for v in self.rows.values() if v[0] in partitions), NOW)
 
 
-def _replayed(proc):
-    """A fresh processor whose table holds what the changelog of ``proc``'s table holds."""
-    fresh = _processor()
-    for key, value in proc.table.data.items():
-        fresh.table.data[key] = json.loads(json.dumps(value))
+def _processor() -> Stored:
+    return Stored()
+
+
+def _replayed(proc: Stored) -> Stored:
+    """A fresh stage whose rows are what ``proc`` stored, through a JSON round trip (what the
+    changelog or Redis gives back on recovery)."""
+    fresh = Stored()
+    fresh.rows = json.loads(json.dumps(proc.rows))
     fresh.rebuild(set(range(PARTITIONS)))
     return fresh
 
@@ -57,57 +69,36 @@ def _messages(seed: int, n: int = 600) -> list[tuple[str, dict]]:
     return out
 
 
-async def _feed(proc, messages) -> None:
+def _feed(proc, messages) -> None:
     for acc, m in messages:
-        await proc.handle(acc, m, partition=hash(acc) % PARTITIONS)
+        proc.handle(acc, m, partition=hash(acc) % PARTITIONS)
 
 
 def test_rows_rebuild_the_live_states():
     for seed in range(5):
         proc = _processor()
-        asyncio.run(_feed(proc, _messages(seed)))
+        _feed(proc, _messages(seed))
         assert _states(_replayed(proc)) == _states(proc)
         # one row per live or tombstoned entity, none for pruned ones
-        rows = {k for k, v in proc.table.data.items() if v is not None}
-        want = {health_row_key(acc, src, e) for acc, s in proc.index.states.items()
+        rows = set(proc.rows)
+        want = {row_key(acc, src, e) for acc, s in proc.index.states.items()
                 for src, d in s.entries.items() for e in d}  # fmt: skip
         assert rows == want
 
 
 def test_rows_of_other_partitions_are_left_out():
     proc = _processor()
-    asyncio.run(_feed(proc, _messages(7)))
-    fresh = _processor()
-    for key, value in proc.table.data.items():
-        fresh.table.data[key] = json.loads(json.dumps(value))
+    _feed(proc, _messages(7))
+    fresh = Stored()
+    fresh.rows = json.loads(json.dumps(proc.rows))
     owned = {0, 1}
     fresh.rebuild(owned)
     assert _states(fresh) == {acc: st for acc, st in _states(proc).items() if hash(acc) % PARTITIONS in owned}
 
 
-def test_whole_account_rows_are_read_and_replaced():
-    # An account stored in the earlier layout (key = account id, value = the whole state).
-    live = _processor()
-    asyncio.run(_feed(live, _messages(3)))
-    legacy = _processor()
-    for acc, state in live.index.states.items():
-        legacy.table.data[acc] = json.loads(json.dumps([hash(acc) % PARTITIONS, state.to_dict()]))
-    legacy.rebuild(set(range(PARTITIONS)))
-    assert _states(legacy) == _states(live)
-
-    # The next change of an account rewrites it as entity rows and drops the whole-account row.
-    acc = next(iter(live.index.states))
-    hw = live.index.states[acc].hw
-    more = [(acc, {"source": "usage", "entity": "new-user", "ts": hw + 1, "signal": {"account_id": acc}})]
-    asyncio.run(_feed(legacy, more))
-    asyncio.run(_feed(live, more))
-    assert legacy.table.data.get(acc) is None
-    assert _states(_replayed(legacy)) == _states(live)
-
-
 def test_state_shape_matches_the_core():
     proc = _processor()
-    asyncio.run(_feed(proc, _messages(11, n=50)))
+    _feed(proc, _messages(11, n=50))
     for state in _replayed(proc).index.states.values():
         assert isinstance(state, HealthState)
         assert HealthState.from_dict(json.loads(json.dumps(state.to_dict()))) == state

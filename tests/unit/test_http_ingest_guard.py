@@ -5,7 +5,7 @@ import asyncio
 
 from prometheus_client import CollectorRegistry
 
-from stream_app.http_ingest import HttpIngest
+from stream_app.worker.http_ingest import HttpIngest
 
 
 class _Request:

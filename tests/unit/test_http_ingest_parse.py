@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from stream_app.events import EventRejected, decode_event
-from stream_app.security import check_bearer
-from stream_app.http_ingest import (
+from stream_app.worker.api_guard import check_bearer
+from stream_app.worker.http_ingest import (
     NOT_DELIVERED,
     IngestError,
     content_length_error,

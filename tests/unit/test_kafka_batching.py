@@ -1,4 +1,4 @@
-"""stream_app.kafka_batching: once one partition batch for a broker is ready, every batch for that
+"""stream_app.kafka.compat.batching: once one partition batch for a broker is ready, every batch for that
 broker leaves in the same drain; brokers with nothing ready keep lingering."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from aiokafka.producer.message_accumulator import MessageAccumulator
 from aiokafka.structs import TopicPartition
 
-from stream_app.kafka_batching import drain_node_batches_together
+from stream_app.kafka.compat.batching import drain_node_batches_together
 
 LEADERS = {TopicPartition("a", 0): 1, TopicPartition("a", 1): 1, TopicPartition("b", 0): 2}
 

@@ -1,4 +1,4 @@
-"""stream_app.positions: what Faust's fetcher is handed around a seek.
+"""stream_app.kafka.compat.positions: what Faust's fetcher is handed around a seek.
 
 A stand-in consumer with Faust's own ``perform_seek`` (read and committed offset
 bookkeeping); fetches return scripted batches, and ``drain`` follows Faust's
@@ -15,7 +15,7 @@ from types import SimpleNamespace
 from faust.transport.consumer import Consumer
 from faust.types import TP
 
-from stream_app.positions import install
+from stream_app.kafka.compat.positions import install
 
 TICKETS = TP("app.ticket", 0)
 SIGNALS = TP("app.health-signals", 0)

@@ -14,11 +14,10 @@ from types import SimpleNamespace
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_app.app import StreamWorker
+from stream_app.worker.app import StreamWorker
 from stream_app.config import Settings
-from stream_app.exposition import render
-from stream_app.generator import generate
-from stream_app import processing
+from stream_app.tools.generator import generate
+from stream_app.engine import rebuild
 
 PARTITIONS = 4
 ALL = set(range(PARTITIONS))
@@ -41,7 +40,7 @@ def _fed_worker() -> StreamWorker:
         pass
 
     worker.signals.send = send
-    worker.deadletter.send = dead_letter
+    worker.ingest.deadletter.send = dead_letter
     for p in worker.processors:
         p.signals = worker.signals
     for p in [*worker.processors, worker.health]:
@@ -54,7 +53,7 @@ def _fed_worker() -> StreamWorker:
             key = e.key.encode()
             msg = SimpleNamespace(partition=part(key, parts, parts), offset=offset)
             event = SimpleNamespace(key=key, value=e.value, message=msg)
-            await worker._ingest_one(event, e.family, worker.input_topics[e.family], worker.handlers.get(e.family))
+            await worker.ingest.ingest_one(event, e.family, worker.input_topics[e.family], worker.handlers.get(e.family))
             for k, v in signals:
                 await worker.health.handle(k.decode(), v, part(k, parts, parts))
             signals.clear()
@@ -66,11 +65,7 @@ def _fed_worker() -> StreamWorker:
 def _exposed(worker: StreamWorker, at: float) -> dict:
     """The business samples of /metrics evaluated at ``at``; a zero sample counts as absent (a
     live index keeps series it has seen, a rebuilt one only those with data)."""
-    worker._eval_time = at
-    try:
-        text = render(worker.registry).decode()
-    finally:
-        worker._eval_time = None
+    text = worker.exposition.render(at).decode()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for fam in text_string_to_metric_families(text)
@@ -86,7 +81,7 @@ def assert_same(got: dict, expected: dict) -> None:
 
 
 def test_chunked_rebuild_equals_the_live_indexes_and_lets_the_loop_run(monkeypatch):
-    monkeypatch.setattr(processing, "REBUILD_CHUNK", 50)
+    monkeypatch.setattr(rebuild, "REBUILD_CHUNK", 50)
     worker = _fed_worker()
     processors = [*worker.processors, worker.health]
     assert min(len(p.table.data) for p in processors) > 2 * 50  # several chunks each
@@ -106,7 +101,7 @@ def test_chunked_rebuild_equals_the_live_indexes_and_lets_the_loop_run(monkeypat
 
         task = asyncio.ensure_future(ticker())
         for p in processors:
-            p.on_rebalance_started()
+            p.gate.begin_rebalance()
             await p.rebuild_async(ALL)
             assert p.ready
         stop.set()
@@ -121,17 +116,17 @@ def test_chunked_rebuild_equals_the_live_indexes_and_lets_the_loop_run(monkeypat
 
 
 def test_a_rebuild_overtaken_by_a_rebalance_does_not_replace_the_index(monkeypatch):
-    monkeypatch.setattr(processing, "REBUILD_CHUNK", 50)
+    monkeypatch.setattr(rebuild, "REBUILD_CHUNK", 50)
     worker = _fed_worker()
     usage = next(p for p in worker.processors if p.family.name == "usage")
     assert len(usage.table.data) > 2 * 50
     before = usage.index
 
     async def overtaken() -> None:
-        usage.on_rebalance_started()
+        usage.gate.begin_rebalance()
         task = asyncio.ensure_future(usage.rebuild_async({0}))  # partition 0 only: a smaller index
         await asyncio.sleep(0)
-        usage.on_rebalance_started()  # the next rebalance begins before it finishes
+        usage.gate.begin_rebalance()  # the next rebalance begins before it finishes
         await task
 
     asyncio.run(overtaken())
@@ -141,7 +136,7 @@ def test_a_rebuild_overtaken_by_a_rebalance_does_not_replace_the_index(monkeypat
 
 
 def test_the_collector_waits_for_every_concurrent_rebuild_then_freezes_the_result(monkeypatch):
-    monkeypatch.setattr(processing, "REBUILD_CHUNK", 50)
+    monkeypatch.setattr(rebuild, "REBUILD_CHUNK", 50)
     worker = _fed_worker()
     processors = [*worker.processors, worker.health]
     seen: list[bool] = []
@@ -153,7 +148,7 @@ def test_the_collector_waits_for_every_concurrent_rebuild_then_freezes_the_resul
                 await asyncio.sleep(0)
 
         for p in processors:
-            p.on_rebalance_started()
+            p.gate.begin_rebalance()
         # Faust runs every table's recovery callback at once.
         await asyncio.gather(*(p.rebuild_async(ALL) for p in processors), watch())
 

@@ -15,13 +15,10 @@ from faust.streams import _current_event
 from faust.types import TP
 
 from stream_app.store import STORE_PATH, register
-from stream_app.store.redis_store import (
-    PartitionedState,
-    RedisStore,
-    flush_backoff,
-    script_args,
-    store_metric_families,
-)
+from stream_app.store.faust_store import RedisStore
+from stream_app.store.metrics import store_metric_families
+from stream_app.store.partition_state import PartitionedState
+from stream_app.store.redis_flush import flush_backoff, script_args
 
 
 def enc(x: Any) -> bytes:

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
-from stream_app.core.labels import LabelGuard, LabelRule
-from stream_app.core.revenue import (
+from stream_app.engine.labels import LabelGuard, LabelRule
+from stream_app.engine.revenue import (
     AccountState,
     RevenueConfig,
     RevenueIndex,
@@ -27,7 +27,7 @@ from stream_app.core.revenue import (
     month_start,
     retention_until,
 )
-from stream_app.core.windows import WatermarkTracker
+from stream_app.engine.windows import WatermarkTracker
 from tests.reference import revenue_reference as ref
 from .family_harness import assert_same, lab, samples
 
@@ -615,7 +615,7 @@ def test_compacted_state_matches_reference_over_long_logs(case):
 
 def decoded_subscriptions(seed, start, duration, rate, profile, faults=None):
     from stream_app.events import EventRejected, decode_event
-    from stream_app.generator import generate
+    from stream_app.tools.generator import generate
 
     out = []
     for g in generate(seed, start, duration, rate, profile=profile, faults=faults):
@@ -642,7 +642,7 @@ def check_against_reference(decoded, nows, cfg):
 
 @pytest.mark.parametrize("seed", [2, 11])
 def test_generator_fast_profile_with_faults_matches_reference(seed):
-    from stream_app.generator import Faults, Profile
+    from stream_app.tools.generator import Faults, Profile
 
     start = d(5, 31, 20)  # crosses a month boundary after 4 h
     dec = decoded_subscriptions(seed, start, 8 * H, 1.0, Profile.fast(),
@@ -655,7 +655,7 @@ def test_generator_fast_profile_with_faults_matches_reference(seed):
 
 
 def test_generator_realistic_months_match_reference():
-    from stream_app.generator import Profile
+    from stream_app.tools.generator import Profile
 
     start = d(1, 1)
     dec = decoded_subscriptions(5, start, 80 * DAY, 0.004, Profile(initial_accounts=20))

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
-from stream_app.core.labels import LabelGuard, LabelRule
-from stream_app.core.support import (
+from stream_app.engine.labels import LabelGuard, LabelRule
+from stream_app.engine.support import (
     BusinessCalendar,
     SlaTarget,
     SupportConfig,
@@ -24,7 +24,7 @@ from stream_app.core.support import (
     contributions,
     derive,
 )
-from stream_app.core.windows import WatermarkTracker
+from stream_app.engine.windows import WatermarkTracker
 from tests.reference import support_reference as ref
 from .family_harness import assert_same, lab, samples
 

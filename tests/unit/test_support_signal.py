@@ -7,7 +7,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from stream_app.core.support import SlaTarget, SupportConfig, TicketState, account_signal, apply
+from stream_app.engine.support import SlaTarget, SupportConfig, TicketState, account_signal, apply
 
 T0 = datetime(2024, 1, 1, 8, 0, tzinfo=timezone.utc).timestamp()
 H = 3600

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from stream_app.top import Scrape, histogram_quantile, parse, rates, render, summarize
+from stream_app.tools.top import Scrape, histogram_quantile, parse, rates, render, summarize
 
 NOW = 1_800_000_000.0
 FRT = "stream_app_support_first_response_seconds"

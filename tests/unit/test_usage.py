@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
-from stream_app.core.labels import LabelGuard, LabelRule
-from stream_app.core.usage import (
+from stream_app.engine.labels import LabelGuard, LabelRule
+from stream_app.engine.usage import (
     UsageConfig,
     UsageIndex,
     UserState,
@@ -24,7 +24,7 @@ from stream_app.core.usage import (
     contributions,
     retention_until,
 )
-from stream_app.core.windows import WatermarkTracker
+from stream_app.engine.windows import WatermarkTracker
 from tests.reference import usage_reference as ref
 from .family_harness import assert_same, lab, samples
 
@@ -524,7 +524,7 @@ def test_index_matches_reference_with_pruning(case):
 @pytest.mark.parametrize("seed", [1, 7, 42])
 def test_generator_logs_match_reference(seed):
     from stream_app.events import decode_event
-    from stream_app.generator import Faults, generate
+    from stream_app.tools.generator import Faults, generate
 
     start = T0
     gen = generate(seed, start, 2 * H, rate=1.5,

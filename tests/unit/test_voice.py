@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 
-from stream_app.core.labels import LabelGuard
-from stream_app.core.voice import (
+from stream_app.engine.labels import LabelGuard
+from stream_app.engine.voice import (
     ResponseState,
     VoiceConfig,
     VoiceIndex,
@@ -28,7 +28,7 @@ from stream_app.core.voice import (
     normalized_score,
     retention_until,
 )
-from stream_app.core.windows import WatermarkTracker, window_label
+from stream_app.engine.windows import WatermarkTracker, window_label
 from tests.reference import voice_reference as ref
 from .family_harness import lab, samples
 
@@ -71,7 +71,7 @@ def ces(eid, ts, rid, score, lo=1, hi=7, comment=None, account="acc"):
 
 
 class Engine:
-    """What the shell (stream_app.processing) does, minus Kafka: watermark, apply, diff the
+    """What the shell (stream_app.worker.processing) does, minus Kafka: watermark, apply, diff the
     contributions into the index, evict, and optionally delete expired states."""
 
     def __init__(self, cfg, tracker=False, expire=False):
@@ -499,7 +499,7 @@ def test_random_orderings_give_identical_index():
 @pytest.mark.parametrize("seed", [1, 7, 23])
 def test_generator_logs_match_reference(seed):
     from stream_app.events import EventRejected, decode_event
-    from stream_app.generator import Faults, Profile, generate
+    from stream_app.tools.generator import Faults, Profile, generate
 
     start = 1_750_000_000.0
     log = generate(seed, start, 3 * H, 2.0, profile=Profile.fast(),

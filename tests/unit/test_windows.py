@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from stream_app.core.labels import OTHER, LabelGuard, LabelRule
-from stream_app.core.windows import (
+from stream_app.engine.labels import OTHER, LabelGuard, LabelRule
+from stream_app.engine.windows import (
     RollingCounter,
     RollingHistogram,
     WatermarkTracker,

@@ -1,0 +1,47 @@
+"""Support behind the engine's family interface."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from stream_app.engine.family import Family
+
+from .config import Contribution, SupportConfig
+from .state import TicketState, account_signal, apply, contributions
+from .index import SupportIndex
+
+
+class SupportFamily(Family[TicketState, SupportConfig]):
+    """Tickets (docs/metrics.md, Support). Keyed by ticket id."""
+
+    name = "support"
+    event_family = "ticket"
+    table = "tickets"
+
+    def from_stored(self, stored: Mapping) -> TicketState:
+        return TicketState.from_dict(stored)
+
+    def to_stored(self, state: TicketState) -> dict:
+        return state.to_dict()
+
+    def apply(self, state: TicketState | None, event: Any) -> tuple[TicketState, bool]:
+        return apply(state, event)
+
+    def contributions(self, state: TicketState) -> list[Contribution]:
+        return contributions(state, self.config)
+
+    def new_index(self) -> SupportIndex:
+        return SupportIndex(self.config)
+
+    def max_ts(self, state: TicketState) -> float | None:
+        return state.max_ts()
+
+    def account_signal(self, state: TicketState) -> dict | None:
+        return account_signal(state, self.config)
+
+    def retention_until(self, state: TicketState) -> None:
+        """Tickets are never deleted: a ticket's state is kept for as long as its partition is,
+        solved and closed ones included (a reopen years later still finds its history). So
+        support state grows with every ticket ever seen; bounding it (expiry a set time after
+        solved/closed, a reopen after expiry handled) is planned, docs/state-store.md."""
+        return None

@@ -1,0 +1,249 @@
+"""The support aggregates derived from ticket states, and their exposition."""
+
+from __future__ import annotations
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from stream_app.engine.index import ContributionIndex
+from stream_app.engine.windows import RollingCounter, RollingHistogram, window_label
+
+from .config import BASE_LABELS, Contribution, PREFIX
+from .state import TicketState, contributions
+
+
+# --------------------------------------------------------------------------- index
+
+_VOLUME = {
+    "created": ("tickets_created", "Tickets created in the window (by creation event time)."),
+    "solved": ("tickets_solved", "Solves in the window: unresolved -> solved/closed transitions, by event time."),
+    "reopened": ("reopens", "Reopens in the window: solved/closed -> unresolved transitions, by event time."),
+}
+_FCR = {
+    "fcr_resolved": (
+        "first_contact_resolved_tickets",
+        "Tickets first solved in the window with at most one agent public reply before that solve "
+        "and never reopened (FCR numerator).",
+    ),
+    "fcr_solved": ("first_solved_tickets", "Tickets first solved in the window (FCR denominator)."),
+}
+_HIST = {
+    "first_response": (
+        "first_response_seconds",
+        "Creation -> first public agent reply (bot replies and internal notes excluded), by reply time.",
+    ),
+    "first_response_business": (
+        "first_response_business_seconds",
+        "First response time counted in the team's business hours (teams with a calendar only).",
+    ),
+    "response": (
+        "response_seconds",
+        "Customer message -> next public agent reply, every exchange, by reply time.",
+    ),
+    "first_resolution": ("first_resolution_seconds", "Creation -> first solve, by solve time."),
+    "full_resolution": (
+        "full_resolution_seconds",
+        "Creation -> last solve, tickets currently solved/closed, by last solve time.",
+    ),
+    "requester_wait": (
+        "requester_wait_seconds",
+        "Time in new/open/on_hold (pending excluded) until the last solve, tickets currently solved/closed.",
+    ),
+    "handle_time": (
+        "handle_time_seconds",
+        "Agent working time per ticket (sum of time_spent_seconds), tickets currently solved/closed "
+        "that reported any, by last solve time.",
+    ),
+}
+
+
+class SupportIndex(ContributionIndex):
+    """Support aggregates derived from ticket states. Not thread-safe (use the event loop)."""
+
+    def _reset(self) -> None:
+        cfg = self.cfg
+        g = cfg.bucket_seconds
+        self._volume = {k: RollingCounter(cfg.volume_windows, g) for k in _VOLUME}
+        self._fcr = {k: RollingCounter(cfg.windows, g) for k in _FCR}
+        self._breaches = RollingCounter(cfg.windows, g)
+        edges = {
+            "first_response": cfg.first_response_edges,
+            "first_response_business": cfg.first_response_edges,
+            "response": cfg.first_response_edges,
+            "first_resolution": cfg.full_resolution_edges,
+            "full_resolution": cfg.full_resolution_edges,
+            "requester_wait": cfg.full_resolution_edges,
+            "handle_time": tuple(cfg.handle_time_edges),
+        }
+        self._hist = {k: RollingHistogram(edges[k], cfg.windows, g) for k in _HIST}
+        self._counters = {**self._volume, **self._fcr, "sla_breach": self._breaches}
+        self._gauges: dict[str, dict] = {"tracked": {}, "incomplete": {}, "backlog": {}}
+        self._open_created: dict[tuple, dict[float, int]] = {}
+        self._sla_clocks: dict[tuple, int] = {}  # (labels, (start, target)) -> tickets
+        self._seen_backlog: set[tuple] = set()  # so an emptied backlog series reads 0, not absent
+        self._seen_sla: set[tuple] = set()
+        self.dropped = 0  # contributions refused because their bucket was already evicted
+
+    # -- updates ----------------------------------------------------------
+    def _apply(self, c: Contribution, k: int) -> int:
+        """Add (k > 0) or retract (k < 0) a contribution k times; returns adds dropped."""
+        name, labels, ts, value = c
+        store = self._counters.get(name)
+        if store is not None:
+            return 0 if store.add(labels, ts, k * value) or k < 0 else k
+        hist = self._hist.get(name)
+        if hist is not None:
+            sign = 1 if k > 0 else -1
+            ok = True
+            for _ in range(abs(k)):
+                ok = hist.observe(labels, ts, value, sign)
+            return 0 if ok or k < 0 else k
+        if name == "open_created":
+            d = self._open_created.setdefault(labels, {})
+            n = d.get(value, 0) + k
+            if n:
+                d[value] = n
+            else:
+                d.pop(value, None)
+                if not d:
+                    del self._open_created[labels]
+            return 0
+        if name == "sla_clock":
+            key = (labels, value)
+            n = self._sla_clocks.get(key, 0) + k
+            if n:
+                self._sla_clocks[key] = n
+            else:
+                self._sla_clocks.pop(key, None)
+            return 0
+        g = self._gauges[name]
+        n = g.get(labels, 0) + k * value
+        if n:
+            g[labels] = n
+        else:
+            g.pop(labels, None)
+        if name == "backlog":
+            self._seen_backlog.add(labels)
+        return 0
+
+    def _contributions(self, state: TicketState) -> list[Contribution]:
+        return contributions(state, self.cfg)
+
+    def evict(self, cutoff_ts: float | None) -> int:
+        """Drop window buckets before ``cutoff_ts`` (``WatermarkTracker.cutoff()``)."""
+        if cutoff_ts is None:
+            return 0
+        n = 0
+        for store in (*self._counters.values(), *self._hist.values()):
+            n += store.evict(cutoff_ts)
+        return n
+
+    # -- exposition -------------------------------------------------------
+    def collect(self, now: float) -> list[Metric]:
+        """Prometheus metric families read at wall-clock ``now`` (epoch seconds)."""
+        cfg = self.cfg
+        out: list[Metric] = []
+        wl = ("window",)
+        out += self._counter_group(self._volume, _VOLUME, now, cfg.volume_windows, BASE_LABELS + wl)
+        out += self._counter_group(self._fcr, _FCR, now, cfg.windows, BASE_LABELS + wl)
+
+        for key, (suffix, doc) in _HIST.items():
+            h = self._hist[key]
+            fam = GaugeHistogramMetricFamily(PREFIX + suffix, doc, labels=BASE_LABELS + wl)
+            per_w = h.windows_at(now)
+            for labels in list(per_w[max(cfg.windows)]):
+                for w in cfg.windows:
+                    buckets, s, _ = h.cumulative(per_w[w].get(labels))
+                    fam.add_metric(list(labels) + [window_label(w)], buckets, s)
+            out.append(fam)
+
+        # SLA: stopped clocks were counted at their deadline; running clocks are judged at now
+        p = int(now // cfg.bucket_seconds)
+        nb = {w: w // cfg.bucket_seconds for w in cfg.windows}
+        breach_w = {w: dict(v) for w, v in self._breaches.windows_at(now).items()}
+        at_risk: dict[tuple, int] = {}
+        breached_now: dict[tuple, int] = {}
+        frac = cfg.at_risk_fraction
+        for (labels, (start, target)), n in self._sla_clocks.items():
+            elapsed = now - start
+            if elapsed > target:
+                breached_now[labels] = breached_now.get(labels, 0) + n
+                db = int((start + target) // cfg.bucket_seconds)
+                for w, k in nb.items():
+                    if db > p - k:
+                        breach_w[w][labels] = breach_w[w].get(labels, 0) + n
+            elif elapsed >= frac * target:
+                at_risk[labels] = at_risk.get(labels, 0) + n
+            self._seen_sla.add(labels)
+        sla_labels = BASE_LABELS + ("target",)
+        fam = GaugeMetricFamily(
+            PREFIX + "sla_breaches",
+            "SLA breaches in the window, counted when the target elapsed (first reply or resolution).",
+            labels=sla_labels + wl,
+        )
+        for labels in list(breach_w[max(cfg.windows)]):
+            for w in cfg.windows:
+                fam.add_metric(list(labels) + [window_label(w)], breach_w[w].get(labels, 0))
+        out.append(fam)
+        for name, data, doc in (
+            ("sla_at_risk_tickets", at_risk,
+             "Tickets whose running SLA clock passed the at-risk fraction of the target, not yet breached."),
+            ("sla_breached_tickets", breached_now,
+             "Tickets whose running SLA clock (unanswered / unresolved) is past the target now."),
+        ):
+            fam = GaugeMetricFamily(PREFIX + name, doc, labels=sla_labels)
+            for labels in sorted(self._seen_sla):
+                fam.add_metric(list(labels), data.get(labels, 0))
+            out.append(fam)
+
+        fam = GaugeMetricFamily(
+            PREFIX + "backlog_tickets",
+            "Tickets not solved/closed now, by current status.",
+            labels=BASE_LABELS + ("status",),
+        )
+        backlog = self._gauges["backlog"]
+        for labels in sorted(self._seen_backlog):
+            fam.add_metric(list(labels), backlog.get(labels, 0))
+        out.append(fam)
+
+        fam = GaugeMetricFamily(
+            PREFIX + "oldest_unsolved_ticket_created_timestamp_seconds",
+            "Creation time of the oldest ticket not solved/closed (aggregate with min).",
+            labels=BASE_LABELS,
+        )
+        for labels, d in self._open_created.items():
+            fam.add_metric(list(labels), min(d))
+        out.append(fam)
+
+        for name, key, doc in (
+            ("tickets_tracked", "tracked", "Ticket states held by this worker."),
+            ("incomplete_tickets", "incomplete",
+             "Tickets with events but no ticket.created yet: excluded from every other support metric."),
+        ):
+            out.append(GaugeMetricFamily(PREFIX + name, doc, value=self._gauges[key].get((), 0)))
+        dropped = CounterMetricFamily(
+            PREFIX + "window_dropped_contributions",
+            "Window contributions refused because their bucket was already evicted (too late).",
+        )
+        dropped.add_metric([], self.dropped)
+        out.append(dropped)
+        return out
+
+    def _counter_group(self, stores, meta, now, windows, labelnames) -> list[Metric]:
+        # members of a group share labelsets (zeros included) so their ratios always exist
+        views = {k: stores[k].windows_at(now) for k in stores}
+        keys: set = set()
+        for v in views.values():
+            keys.update(v[max(windows)])
+        keys_sorted = sorted(keys)
+        fams = []
+        for k, (suffix, doc) in meta.items():
+            fam = GaugeMetricFamily(PREFIX + suffix, doc, labels=labelnames)
+            for labels in keys_sorted:
+                for w in windows:
+                    fam.add_metric(list(labels) + [window_label(w)], views[k][w].get(labels, 0))
+            fams.append(fam)
+        return fams

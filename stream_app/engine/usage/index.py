@@ -1,0 +1,176 @@
+"""The usage aggregates derived from user states, and their exposition."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from stream_app.engine.index import ContributionIndex
+from stream_app.engine.windows import RollingCounter, RollingHistogram, window_label
+
+from .config import Contribution, PREFIX
+from .state import UserState, contributions
+
+
+# --------------------------------------------------------------------------- index
+
+_COUNTERS = {
+    # contribution -> (metric suffix, help, label names without window)
+    "active": ("active_users", "Distinct users with a qualifying activity (login, heartbeat, feature_used, "
+               "logout) in the window. Exact: each user counts once, at its last activity.", ()),
+    "client_active": ("client_active_users", "Distinct users with activity in a session logged in from "
+                      "this client, in the window (a user on two clients counts in both).", ("client",)),
+    "known": ("known_users", "Distinct users with any event (signup or activity) in the window: the base "
+              "of the active user rate.", ()),
+    "signed_up": ("signups", "Users whose signup time is in the window (adoption denominator).", ()),
+    "adopted": ("adopted_signups", "Users who signed up in the window and were active within the adoption "
+                "period of their signup (adoption numerator).", ()),
+    "session_started": ("sessions_started", "Sessions whose first event is in the window.", ("client",)),
+    "feature_users": ("feature_users", "Distinct users who used the feature in the window ('other': distinct "
+                      "users of any feature outside the label cap).", ("feature",)),
+    "feature_pairs": ("user_feature_pairs", "Distinct (user, feature) pairs used in the window: features "
+                      "used per active user = this / active_users.", ()),
+}
+_UNLABELLED = ("active", "known", "signed_up", "adopted", "feature_pairs")  # always published, zeros too
+
+
+class UsageIndex(ContributionIndex):
+    """Usage aggregates derived from user states. Not thread-safe (use the event loop)."""
+
+    def _reset(self) -> None:
+        cfg = self.cfg
+        g = cfg.bucket_seconds
+        windows = {
+            "active": cfg.active_windows,
+            "client_active": cfg.active_windows,
+            "known": (cfg.known_seconds,),
+            "signed_up": cfg.active_windows,
+            "adopted": cfg.active_windows,
+            "session_started": cfg.session_windows,
+            "feature_users": cfg.feature_windows,
+            "feature_pairs": cfg.feature_windows,
+        }
+        self._counters = {k: RollingCounter(w, g) for k, w in windows.items()}
+        self._duration = RollingHistogram(cfg.session_edges, cfg.session_windows, g)
+        # each store evicts on its own horizon (its longest window + grace): the family cutoff
+        # follows the 90 d known-users window, session buckets need only 7 d
+        self._offsets = [
+            (s, cfg.horizon - (max(s.windows) + cfg.grace_seconds))
+            for s in (*self._counters.values(), self._duration)
+        ]
+        self._clocks: dict[tuple, int] = {}  # (labels, (first, last)) -> sessions not known to be over
+        self._seen_open: set[tuple] = set()
+        self._tracked = 0
+        self.dropped = 0
+
+    # -- updates ----------------------------------------------------------
+    def _apply(self, c: Contribution, k: int) -> int:
+        name, labels, ts, value = c
+        store = self._counters.get(name)
+        if store is not None:
+            return 0 if store.add(labels, ts, k * value) or k < 0 else k
+        if name == "session_duration":
+            sign = 1 if k > 0 else -1
+            ok = True
+            for _ in range(abs(k)):
+                ok = self._duration.observe(labels, ts, value, sign)
+            return 0 if ok or k < 0 else k
+        if name == "session_clock":
+            key = (labels, value)
+            n = self._clocks.get(key, 0) + k
+            if n:
+                self._clocks[key] = n
+            else:
+                self._clocks.pop(key, None)
+            self._seen_open.add(labels)
+            return 0
+        if name == "tracked":
+            self._tracked += k * value
+            return 0
+        raise ValueError(f"unknown usage contribution {name!r}")
+
+    def _contributions(self, state: UserState) -> list[Contribution]:
+        return contributions(state, self.cfg)
+
+    def evict(self, cutoff_ts: float | None) -> int:
+        """Drop window buckets given the family cutoff (``WatermarkTracker.cutoff()`` with
+        ``cfg.horizon``); stores with shorter windows drop proportionally more recent buckets."""
+        if cutoff_ts is None:
+            return 0
+        return sum(store.evict(cutoff_ts + off) for store, off in self._offsets)
+
+    # -- exposition -------------------------------------------------------
+    def collect(self, now: float) -> list[Metric]:
+        """Prometheus metric families read at wall-clock ``now`` (epoch seconds)."""
+        cfg = self.cfg
+        out: list[Metric] = []
+        for key, (suffix, doc, labelnames) in _COUNTERS.items():
+            store = self._counters[key]
+            views = store.windows_at(now)
+            fam = GaugeMetricFamily(PREFIX + suffix, doc, labels=labelnames + ("window",))
+            keys = [()] if key in _UNLABELLED else sorted(views[max(store.windows)])
+            for labels in keys:
+                for w in store.windows:
+                    fam.add_metric(list(labels) + [window_label(w)], views[w].get(labels, 0))
+            out.append(fam)
+
+        # sessions without a logout: over once idle longer than the timeout at now, then observed
+        # at their last event; otherwise open now
+        h = self._duration
+        g = cfg.bucket_seconds
+        p = int(now // g)
+        nb = {w: w // g for w in cfg.session_windows}
+        oldest = p - max(nb.values())
+        views = {w: {lab: list(cell) for lab, cell in v.items()} for w, v in h.windows_at(now).items()}
+        open_now: dict[tuple, int] = {}
+        idle = cfg.idle_timeout_seconds
+        for (labels, (first, last)), n in self._clocks.items():
+            if now - last > idle:
+                b = int(last // g)
+                if b <= oldest:
+                    continue
+                dur = last - first
+                slot = bisect_left(h.edges, dur)
+                for w, k in nb.items():
+                    if b > p - k:
+                        cell = views[w].get(labels)
+                        if cell is None:
+                            cell = views[w][labels] = [0] * (len(h.edges) + 1) + [0.0, 0]
+                        cell[slot] += n
+                        cell[-2] += n * dur
+                        cell[-1] += n
+            else:
+                open_now[labels] = open_now.get(labels, 0) + n
+        fam = GaugeHistogramMetricFamily(
+            PREFIX + "session_duration_seconds",
+            "Duration (last event - first event) of sessions that ended in the window, by end time; a "
+            "session ends at a logout or once idle longer than the timeout.",
+            labels=("client", "window"),
+        )
+        for labels in sorted(views[max(cfg.session_windows)]):
+            for w in cfg.session_windows:
+                buckets, s, _ = h.cumulative(views[w].get(labels))
+                fam.add_metric(list(labels) + [window_label(w)], buckets, s)
+        out.append(fam)
+        fam = GaugeMetricFamily(
+            PREFIX + "open_sessions",
+            "Sessions open now: no logout and last event within the idle timeout.",
+            labels=("client",),
+        )
+        for labels in sorted(self._seen_open):
+            fam.add_metric(list(labels), open_now.get(labels, 0))
+        out.append(fam)
+
+        out.append(GaugeMetricFamily(PREFIX + "users_tracked", "User states held by this worker.",
+                                     value=self._tracked))
+        dropped = CounterMetricFamily(
+            PREFIX + "window_dropped_contributions",
+            "Window contributions refused because their bucket was already evicted (too late).",
+        )
+        dropped.add_metric([], self.dropped)
+        out.append(dropped)
+        return out

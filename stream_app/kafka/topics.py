@@ -1,0 +1,104 @@
+"""Declares the project's Kafka topics before any worker or producer uses them.
+
+Brokers should run with auto topic creation off: an auto-created topic gets the
+broker's default partition count, and Faust then refuses to start because the
+table changelogs do not match the source topic (PartitionsMismatch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError
+
+from ..config import Settings
+from ..engine.catalogue import TABLES
+from .security import kafka_auth_failure, kafka_client_kwargs
+
+log = logging.getLogger(__name__)
+
+# Kafka error codes in CreateTopics responses.
+_TOPIC_ALREADY_EXISTS = 36
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [*settings.input_topics().values(), settings.topic_deadletter, settings.health_signals_topic()]
+
+
+def changelog_topic_names(settings: Settings) -> list[str]:
+    """Faust's changelog topics of the worker's tables (``<app_id>-<table>-changelog``).
+
+    Created here, before the worker starts, not by Faust at startup: a changelog
+    created moments before the first assignment can be missing from the
+    consumer's metadata, and Faust then assigns none of its partitions and refuses
+    every write to that table (PartitionsMismatch "has 0 partitions") until the
+    next metadata refresh, minutes later (found by tests/faults).
+    """
+    return [f"{settings.app_id}-{t}-changelog" for t in TABLES]
+
+
+async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, int]:
+    """Create missing topics; return topic -> partition count as the broker has them.
+
+    Retries the connection for a while, so a worker started together with its
+    broker (compose, the demo) waits for it instead of crash-looping.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **kafka_client_kwargs(settings))
+    for attempt in range(attempts):
+        try:
+            await admin.start()
+            break
+        except KafkaConnectionError:
+            # Wrong credentials look like an unreachable broker to aiokafka: fail at once, saying so.
+            refused = await kafka_auth_failure(settings)
+            if refused is not None:
+                await admin.close()
+                raise RuntimeError(refused) from None
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(1.0)
+    try:
+        existing = set(await admin.list_topics())
+        wanted = [
+            NewTopic(name, settings.topic_partitions, settings.topic_replication)
+            for name in topic_names(settings)
+            if name not in existing
+        ]
+        changelogs = changelog_topic_names(settings)
+        wanted += [
+            NewTopic(name, settings.topic_partitions, settings.topic_replication,
+                     topic_configs={"cleanup.policy": "compact"})  # as Faust declares them
+            for name in changelogs
+            if name not in existing
+        ]  # fmt: skip
+        if wanted:
+            response = await admin.create_topics(wanted)
+            for name, code, *_ in response.topic_errors:
+                if code not in (0, _TOPIC_ALREADY_EXISTS):
+                    raise RuntimeError(f"cannot create topic {name!r}: Kafka error code {code}")
+            log.info("created topics %s", ", ".join(t.name for t in wanted))
+        # Wait until every topic is described with its partitions and their
+        # leaders: a just-created topic can be described with no partitions at
+        # all for a while, and producing before the leaders are elected logs
+        # NotLeaderForPartition retries.
+        names = topic_names(settings) + changelogs
+        for _ in range(600):
+            described = await admin.describe_topics(names)
+            if len(described) == len(names) and all(
+                d["partitions"] and all(p["leader"] >= 0 for p in d["partitions"]) for d in described
+            ):
+                break
+            await asyncio.sleep(0.1)
+        partitions = {d["topic"]: len(d["partitions"]) for d in described}
+    finally:
+        await admin.close()
+    for name in [*settings.input_topics().values(), settings.health_signals_topic()]:
+        if partitions.get(name) != settings.topic_partitions:
+            # Faust would stop with PartitionsMismatch later; say why now.
+            raise RuntimeError(
+                f"topic {name!r} has {partitions.get(name)} partitions but "
+                f"STREAM_APP_TOPIC_PARTITIONS={settings.topic_partitions}"
+            )
+    return partitions
