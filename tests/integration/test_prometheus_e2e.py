@@ -26,7 +26,7 @@ from stream_app.tools.generator import Faults, GeneratedEvent, generate, rfc3339
 from stream_app.tools.producer import produce_log
 from stream_app.tools.promstack import PrometheusProcess, find_prometheus
 
-from ..unit.test_dashboards import (
+from ..unit.tools.test_dashboards import (
     LABEL_VALUES_RE,
     RULES_DIR,
     load_boards,

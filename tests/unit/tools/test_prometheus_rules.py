@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RULES_DIR = ROOT / "deploy/prometheus/rules"
 TESTS_DIR = ROOT / "tests/promtool"
 RUNBOOK = ROOT / "docs/alerts.md"

@@ -18,7 +18,7 @@ from stream_app.events.schema_export import (
     write_schemas,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "schemas"
 EXAMPLES = SCHEMAS / "examples"
 DOCS = ROOT / "docs" / "events.md"

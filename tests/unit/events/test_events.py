@@ -27,7 +27,7 @@ from stream_app.events import (
     family_of,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "schemas" / "examples"
 # A fixed clock after every example, so the future-time check never depends on the wall clock.
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc).timestamp()
 

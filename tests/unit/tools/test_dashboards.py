@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 DASHBOARD_DIR = ROOT / "deploy" / "grafana" / "dashboards"
 BUILDER = ROOT / "deploy" / "grafana" / "build_dashboards.py"
 RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"

@@ -22,7 +22,7 @@ from stream_app.worker.http_ingest import (
     validate_all,
 )
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
+EXAMPLES = Path(__file__).resolve().parents[3] / "schemas" / "examples"
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 
