@@ -1,7 +1,7 @@
 """Shared fixtures.
 
 Integration tests get the real local stack (Kafka + Redis processes, see
-stream_app/tools/stack.py and docs/local-stack.md) through the session-scoped
+stream_app/tools/stack/ and docs/local-stack.md) through the session-scoped
 ``stack`` fixture: it starts on first request, so a run of unit tests alone
 starts nothing and needs no server. If the stack cannot start, every test
 that requested it errors with the service's log tail: never skipped.
