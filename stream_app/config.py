@@ -46,7 +46,7 @@ class Settings(BaseSettings):
         "(key: account id); empty = '<app_id>.health-signals'.",
     )
     topic_partitions: int = Field(
-        4, ge=1, description="Partitions of every input topic (and of table changelogs)."
+        4, ge=1, description="Partitions of every input topic and of the health signals topic."
     )
     topic_replication: int = Field(1, ge=1, description="Replication factor for created topics.")
     session_timeout_seconds: float = Field(
@@ -59,8 +59,8 @@ class Settings(BaseSettings):
         0.005,
         ge=0,
         le=1,
-        description="How long the worker's Kafka producer waits to fill a batch (changelog records, "
-        "health signals, dead letters): fewer, larger produce requests for at most this much latency.",
+        description="How long the worker's Kafka producer waits to fill a batch (health signals, dead "
+        "letters): fewer, larger produce requests for at most this much latency.",
     )
     producer_max_batch_size: int = Field(
         256 * 1024,
@@ -74,17 +74,28 @@ class Settings(BaseSettings):
     )
 
     # --- Redis / state ---------------------------------------------------
-    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL for table state.")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL of the state store.")
     store: str = Field(
         "redis",
-        description="Table store: 'redis' (state in Redis at redis_url) or 'memory' "
-        "(in-process only, replays the changelog on start; for tests and demos).",
+        description="State store: 'redis' (states and their source offsets in Redis at redis_url, the "
+        "system of record) or 'memory' (in-process only: every partition a worker is assigned is rebuilt "
+        "from its topic's start; for tests and demos).",
     )
 
     store_flush_interval: float = Field(
         1.0,
         gt=0,
-        description="Seconds between the Redis store's pipelined background flushes of changed state.",
+        description="Seconds between checkpoints: changed states and the source offsets they reflect are "
+        "written to Redis (after the health signals they caused are produced), then offsets committed.",
+    )
+    ingest_batch_max: int = Field(
+        1000, ge=1, description="Most messages an ingest agent takes from Faust at once (stream.take_events)."
+    )
+    ingest_batch_seconds: float = Field(
+        0.02,
+        gt=0,
+        le=1,
+        description="Longest an ingest agent waits to fill a batch: at most this much latency added per event.",
     )
 
     # --- Metrics engine ----------------------------------------------------

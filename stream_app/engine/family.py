@@ -33,6 +33,9 @@ from .health import Signal, coarsen_signal, same_signal
 from .index import ContributionIndex
 from . import rebuild as rebuilds
 from .rebuild import RebuildGate
+
+# Entities whose derived facts are remembered between events (see Engine._memo).
+MEMO_SIZE = 50_000
 from .windows import WatermarkTracker
 
 S = TypeVar("S")  # an entity state (TicketState, UserState, AccountState, ResponseState)
@@ -97,7 +100,7 @@ class Family(ABC, Generic[S, C]):
 class StateStore(Protocol[S]):
     """Where the caller keeps one family's entity states, by key and partition."""
 
-    def get(self, key: str) -> S | None: ...
+    def get(self, key: str, partition: int) -> S | None: ...
 
     def put(self, key: str, partition: int, state: S) -> None: ...
 
@@ -151,6 +154,10 @@ class Engine(Generic[S]):
         self.evicted_entities = 0
         self.last_rebuild_states = 0
         self.gate = RebuildGate()
+        # key -> (state, its contributions, its coarsened signal), for the state last stored under
+        # the key: the next event of the same entity then derives only its new state's. Valid
+        # while the store hands back that very object; bounded (cleared when full).
+        self._memo: dict[str, tuple[Any, Sequence[Hashable], Signal | None]] = {}
 
     # --- per event ------------------------------------------------------------
 
@@ -158,30 +165,47 @@ class Engine(Generic[S]):
         """Apply one event of entity ``key`` from ``partition``."""
         fam = self.family
         too_late = self.tracker.observe(partition, event.ts)
-        old = self.states.get(key)
+        old = self.states.get(key, partition)
         new, applied = fam.apply(old, event)
+        old_contribs, old_signal = self._derived(key, old)
         if not applied:
             # A redelivery may follow a crash that lost the signal sent the first time;
             # signals are absolute, so sending it again is harmless.
-            return Step(False, too_late, self._signals(key, old, old, force=True), 0)
-        self.index.update(fam.contributions(old) if old is not None else (), fam.contributions(new))
+            return Step(False, too_late, self._signal_changes(key, old, old_signal, old_signal, force=True), 0)
+        new_contribs = fam.contributions(new)
+        new_signal = coarsen_signal(fam.name, fam.account_signal(new))
+        self.index.update(old_contribs, new_contribs)
         self.states.put(key, partition, new)
-        signals = self._signals(key, old, new)
+        memo = self._memo
+        if len(memo) >= MEMO_SIZE:
+            memo.clear()
+        memo[key] = (new, new_contribs, new_signal)
+        signals = self._signal_changes(key, new, old_signal, new_signal)
         self._schedule_expiry(self._expiry, partition, key, new)
         cutoff = self.tracker.cutoff()
         self.index.evict(cutoff)
         evicted = self._expire(partition, cutoff, signals) if cutoff is not None else 0
         return Step(True, too_late, signals, evicted)
 
-    def _signals(self, key: str, old: S | None, new: S | None, *, force: bool = False) -> list[SignalChange]:
-        """Tell customer health what this entity now says about its account."""
+    def _derived(self, key: str, state: S | None) -> tuple[Sequence[Hashable], Signal | None]:
+        """Contributions and coarsened signal of the state stored under ``key``."""
+        if state is None:
+            return (), None
+        memo = self._memo.get(key)
+        if memo is not None and memo[0] is state:
+            return memo[1], memo[2]
         fam = self.family
-        source = fam.name
-        before = coarsen_signal(source, fam.account_signal(old)) if old is not None else None
-        after = coarsen_signal(source, fam.account_signal(new)) if new is not None else None
+        return fam.contributions(state), coarsen_signal(fam.name, fam.account_signal(state))
+
+    def _signal_changes(
+        self, key: str, latest: S, before: Signal | None, after: Signal | None, *, force: bool = False
+    ) -> list[SignalChange]:
+        """Tell customer health what this entity now says about its account (``latest``: the
+        entity's state now, or its last state when it is deleted)."""
         if not force and same_signal(before, after):
             return []
-        ts = fam.max_ts(new if new is not None else old)  # type: ignore[arg-type]
+        source = self.family.name
+        ts = self.family.max_ts(latest)
         out = []
         if before is not None and (after is None or before["account_id"] != after["account_id"]):
             out.append(SignalChange(before["account_id"], source, key, ts, None))
@@ -208,15 +232,17 @@ class Engine(Generic[S]):
         while heap and budget and heap[0][0] < cutoff:
             budget -= 1
             _, key = heapq.heappop(heap)
-            state = self.states.get(key)
+            state = self.states.get(key, partition)
             if state is None:
                 continue
             until = fam.retention_until(state)
             if until is None or until >= cutoff:
                 continue  # updated since it was scheduled
-            self.index.retract(fam.contributions(state))
+            contribs, signal = self._derived(key, state)
+            self.index.retract(contribs)
             self.states.delete(key, partition)
-            signals.extend(self._signals(key, state, None))
+            self._memo.pop(key, None)
+            signals.extend(self._signal_changes(key, state, signal, None))
             evicted += 1
         self.evicted_entities += evicted
         return evicted
@@ -262,6 +288,7 @@ class Engine(Generic[S]):
         if not self.gate.finish(token):
             return  # a newer rebalance started: its own rebuild follows
         self.index, self.tracker, self._expiry = index, tracker, expiry
+        self._memo = {}
         self.last_rebuild_states = len(states)
 
     # --- reading --------------------------------------------------------------

@@ -1,8 +1,8 @@
 """Declares the project's Kafka topics before any worker or producer uses them.
 
 Brokers should run with auto topic creation off: an auto-created topic gets the
-broker's default partition count, and Faust then refuses to start because the
-table changelogs do not match the source topic (PartitionsMismatch).
+broker's default partition count, not STREAM_APP_TOPIC_PARTITIONS. The worker
+declares no topic itself (Faust's topic_allow_declare is off).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError
 
 from ..config import Settings
-from ..engine.catalogue import TABLES
 from .security import kafka_auth_failure, kafka_client_kwargs
 
 log = logging.getLogger(__name__)
@@ -25,18 +24,6 @@ _TOPIC_ALREADY_EXISTS = 36
 
 def topic_names(settings: Settings) -> list[str]:
     return [*settings.input_topics().values(), settings.topic_deadletter, settings.health_signals_topic()]
-
-
-def changelog_topic_names(settings: Settings) -> list[str]:
-    """Faust's changelog topics of the worker's tables (``<app_id>-<table>-changelog``).
-
-    Created here, before the worker starts, not by Faust at startup: a changelog
-    created moments before the first assignment can be missing from the
-    consumer's metadata, and Faust then assigns none of its partitions and refuses
-    every write to that table (PartitionsMismatch "has 0 partitions") until the
-    next metadata refresh, minutes later (found by tests/faults).
-    """
-    return [f"{settings.app_id}-{t}-changelog" for t in TABLES]
 
 
 async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, int]:
@@ -66,13 +53,6 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, 
             for name in topic_names(settings)
             if name not in existing
         ]
-        changelogs = changelog_topic_names(settings)
-        wanted += [
-            NewTopic(name, settings.topic_partitions, settings.topic_replication,
-                     topic_configs={"cleanup.policy": "compact"})  # as Faust declares them
-            for name in changelogs
-            if name not in existing
-        ]  # fmt: skip
         if wanted:
             response = await admin.create_topics(wanted)
             for name, code, *_ in response.topic_errors:
@@ -83,7 +63,7 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, 
         # leaders: a just-created topic can be described with no partitions at
         # all for a while, and producing before the leaders are elected logs
         # NotLeaderForPartition retries.
-        names = topic_names(settings) + changelogs
+        names = topic_names(settings)
         for _ in range(600):
             described = await admin.describe_topics(names)
             if len(described) == len(names) and all(

@@ -1,217 +1,165 @@
-"""The table store's functional core: in-memory table contents tracked per partition, with dirty
-sets and the changelog offsets they reflect, and what one flush of a partition writes.
+"""One table's entity states on a worker, per partition: what the engine reads and writes, the
+source offset they reflect, and what the next checkpoint must write.
 
-Plain Python (no Faust, no Redis): tests/unit/store drive it directly. The Faust shell is
-``faust_store``; the Redis side of a flush is ``redis_flush``.
+Plain Python (no Kafka, no Redis): the engine step reads and writes states here (it is the
+engine's ``StateStore``); a checkpoint takes each partition's changes as a :class:`PartitionFlush`
+at one instant (encoded, with the offset they reflect) and the backend (``redis_store``) writes
+them atomically. ``tests/unit/store`` drives it directly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Container, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-_MISSING = object()
+Encode = Callable[[Any], bytes]
+Decode = Callable[[bytes], Any]
 
 
 @dataclass
-class PartitionSnapshot:
-    """What one flush writes for one partition (already encoded)."""
+class PartitionFlush:
+    """What one checkpoint writes for one partition of one table (already encoded)."""
 
+    table: str
     partition: int
-    sets: list[tuple[bytes, bytes]]
-    deletes: list[bytes]
-    offset: int | None  # changelog offset covered by the data; None = none known
-    full: bool  # rewrite: drop the partition's hash first, then write every key
-    keys: set  # the decoded keys taken out of the dirty set (restored on failure)
+    sets: list[tuple[str, bytes]]
+    deletes: list[str]
+    offset: int | None  # last source offset the states reflect; None: nothing applied yet
+    full: bool  # rewrite: drop what the backend holds for the partition first
+    keys: set[str] = field(default_factory=set)  # the keys taken out of the dirty set
 
 
-class PartitionedState:
-    """In-memory table contents tracked per partition, with dirty sets and offsets.
+class _Partition:
+    __slots__ = ("states", "dirty", "offset", "flushed_offset", "full")
 
-    ``data`` is a plain dict (the hot path for reads); every write goes through
-    :meth:`set` / :meth:`delete` / :meth:`apply` so that the key's partition,
-    the partition's dirty set and the changelog offset stay in step.
-    Only *owned* partitions (active on this worker) are flushed; others
-    (standby replicas) live in memory only.
-    """
+    def __init__(self, offset: int | None, full: bool) -> None:
+        self.states: dict[str, Any] = {}
+        self.dirty: set[str] = set()
+        self.offset = offset  # last source offset applied to these states
+        self.flushed_offset = offset  # last offset a checkpoint wrote
+        self.full = full
 
-    def __init__(self) -> None:
-        self.data: dict[Any, Any] = {}
-        self.key_partition: dict[Any, int] = {}
-        self.partition_keys: dict[int, set] = {}
-        self.dirty: dict[int, set] = {}
-        self.offsets: dict[int, int] = {}  # latest changelog offset reflected in memory
-        self.flushed_offsets: dict[int, int] = {}  # offset last written to Redis
-        self.owned: set[int] = set()
-        self.full_rewrite: set[int] = set()
 
-    # -- writes -------------------------------------------------------------
-    def set(self, key: Hashable, value: Any, partition: int) -> None:
-        old = self.key_partition.get(key)
-        if old is not None and old != partition:
-            # Same key written from another partition (table not keyed like its
-            # source topic): it moves, so the old partition's hash must drop it.
-            self.partition_keys[old].discard(key)
-            self._mark(old, key)
-        self.data[key] = value
-        self.key_partition[key] = partition
-        keys = self.partition_keys.get(partition)
-        if keys is None:
-            keys = self.partition_keys[partition] = set()
-        keys.add(key)
-        self._mark(partition, key)
+class PartitionStates:
+    """Entity states of one table, by partition, with dirty sets and offsets."""
 
-    def delete(self, key: Hashable, partition: int | None = None) -> bool:
-        """Remove ``key``; returns whether it existed."""
-        existed = key in self.data
-        if existed:
-            del self.data[key]
-        old = self.key_partition.pop(key, None)
-        if old is not None:
-            self.partition_keys[old].discard(key)
-            self._mark(old, key)
-        if partition is not None and partition != old:
-            self._mark(partition, key)
-        return existed
+    def __init__(self, table: str, encode: Encode, decode: Decode) -> None:
+        self.table = table
+        self.encode = encode
+        self.decode = decode
+        self.parts: dict[int, _Partition] = {}
 
-    def apply(self, key: Hashable, value: Any, partition: int, offset: int | None, deleted: bool) -> None:
-        """One changelog record (recovery): full value or tombstone, in log order."""
-        if deleted:
-            self.delete(key, partition)
-        else:
-            self.set(key, value, partition)
+    # -- the engine's StateStore ------------------------------------------------
+    def get(self, key: str, partition: int) -> Any:
+        p = self.parts.get(partition)
+        return None if p is None else p.states.get(key)
+
+    def put(self, key: str, partition: int, state: Any) -> None:
+        p = self.parts[partition]
+        p.states[key] = state
+        p.dirty.add(key)
+
+    def delete(self, key: str, partition: int) -> None:
+        p = self.parts[partition]
+        p.states.pop(key, None)
+        p.dirty.add(key)
+
+    def items(self, partitions: Container[int]) -> Iterator[tuple[str, int, Any]]:
+        for partition, p in list(self.parts.items()):
+            if partition in partitions:
+                for key, state in list(p.states.items()):
+                    yield key, partition, state
+
+    # -- offsets ----------------------------------------------------------------
+    def applied(self, partition: int, offset: int) -> None:
+        """The event at ``offset`` of the partition's source is in the states."""
+        self.parts[partition].offset = offset
+
+    def offset(self, partition: int) -> int | None:
+        p = self.parts.get(partition)
+        return None if p is None else p.offset
+
+    def flushed_offset(self, partition: int) -> int | None:
+        """The offset of the last checkpoint written (what the backend holds)."""
+        p = self.parts.get(partition)
+        return None if p is None else p.flushed_offset
+
+    def position(self, partition: int) -> int:
+        """Where the partition's source must be read from: after the last applied offset."""
+        offset = self.offset(partition)
+        return 0 if offset is None else offset + 1
+
+    # -- partitions ---------------------------------------------------------------
+    def partitions(self) -> set[int]:
+        return set(self.parts)
+
+    def install(self, partition: int, items: Iterable[tuple[str, bytes]], offset: int | None) -> int:
+        """Hold a partition read from the backend (clean: nothing dirty). ``offset`` None: the
+        backend had no checkpoint, so the partition is rebuilt from its source's start and its
+        first checkpoint rewrites it whole. Returns the number of states."""
+        p = _Partition(offset, full=offset is None)
+        decode = self.decode
         if offset is not None:
-            self.note_offset(partition, offset)
+            for key, raw in items:
+                p.states[key] = decode(raw)
+        self.parts[partition] = p
+        return len(p.states)
 
-    def note_offset(self, partition: int, offset: int) -> None:
-        cur = self.offsets.get(partition)
-        if cur is None or offset > cur:
-            self.offsets[partition] = offset
-
-    def _mark(self, partition: int, key: Hashable) -> None:
-        d = self.dirty.get(partition)
-        if d is None:
-            d = self.dirty[partition] = set()
-        d.add(key)
-
-    # -- partitions ---------------------------------------------------------
-    def partition_of(self, key: Hashable) -> int | None:
-        return self.key_partition.get(key)
-
-    def keys_of(self, partition: int) -> list:
-        return list(self.partition_keys.get(partition, ()))
-
-    def drop_partition(self, partition: int) -> int:
-        """Forget a partition's keys, dirty set and offsets; returns keys dropped."""
-        keys = self.partition_keys.pop(partition, set())
-        for key in keys:
-            if self.key_partition.get(key) == partition:
-                del self.key_partition[key]
-                self.data.pop(key, None)
-        self.dirty.pop(partition, None)
-        self.offsets.pop(partition, None)
-        self.flushed_offsets.pop(partition, None)
-        self.full_rewrite.discard(partition)
-        self.owned.discard(partition)
-        return len(keys)
-
-    def load_partition(self, partition: int, items: Iterable[tuple[Any, Any]], offset: int | None) -> int:
-        """Install a partition read from Redis (clean: nothing dirty). Returns keys loaded."""
-        self.drop_partition(partition)
-        self.owned.add(partition)
-        keys = self.partition_keys[partition] = set()
-        n = 0
-        for key, value in items:
-            other = self.key_partition.get(key)
-            if other is not None and other != partition:
-                self.partition_keys[other].discard(key)
-            self.data[key] = value
-            self.key_partition[key] = partition
-            keys.add(key)
-            n += 1
-        if offset is None:
-            # No offset stored: whatever the hash holds is not a usable snapshot
-            # (fresh, wiped or half-rewritten). Faust replays the whole changelog
-            # and the first flush replaces the hash wholesale.
-            self.full_rewrite.add(partition)
-        else:
-            self.offsets[partition] = offset
-            self.flushed_offsets[partition] = offset
-        return n
+    def drop(self, partition: int) -> int:
+        """Forget a partition (revoked); returns the number of states dropped."""
+        p = self.parts.pop(partition, None)
+        return 0 if p is None else len(p.states)
 
     def require_full_rewrite(self, partition: int) -> None:
-        self.full_rewrite.add(partition)
+        """The backend lost the partition (wiped): the next checkpoint writes all of it."""
+        p = self.parts.get(partition)
+        if p is not None:
+            p.full = True
 
-    # -- flushing -------------------------------------------------------------
-    def begin(self, partition: int) -> PartitionSnapshot | None:
-        """Take the partition's pending keys and its offset at one instant (sync).
+    # -- checkpoints ----------------------------------------------------------------
+    def pending(self, partition: int) -> bool:
+        """Whether the partition has anything the next checkpoint must write."""
+        p = self.parts.get(partition)
+        return p is not None and bool(p.dirty or p.full or p.offset != p.flushed_offset)
 
-        Returns None when there is nothing to write. Values are read later, by
-        :meth:`encode`; a value changed in between is newer than the offset,
-        which is safe (docs/state-store.md), and its key is dirty again anyway.
-        """
-        full = partition in self.full_rewrite
-        offset = self.offsets.get(partition)
-        dirty = self.dirty.pop(partition, None) or set()
-        if not full and not dirty and offset == self.flushed_offsets.get(partition):
+    def take(self, partition: int) -> PartitionFlush | None:
+        """The partition's changes since the last checkpoint, encoded, and the offset they
+        reflect, at one instant (synchronous: no event is applied in between). None when there
+        is nothing to write."""
+        if not self.pending(partition):
             return None
-        if full:
-            dirty |= self.partition_keys.get(partition, set())
-        return PartitionSnapshot(partition, [], [], offset, full, dirty)
-
-    def encode(
-        self,
-        partition: int,
-        keys: Iterable,
-        encode_key: Callable[[Any], bytes],
-        encode_value: Callable[[Any], bytes],
-    ) -> tuple[list[tuple[bytes, bytes]], list[bytes]]:
-        """Current state of ``keys`` in ``partition``: (field, value) sets and field deletes."""
-        sets: list[tuple[bytes, bytes]] = []
-        deletes: list[bytes] = []
-        data, kp = self.data, self.key_partition
+        p = self.parts[partition]
+        keys = set(p.states) if p.full else p.dirty
+        p.dirty = set()
+        sets: list[tuple[str, bytes]] = []
+        deletes: list[str] = []
+        encode = self.encode
+        states = p.states
         for key in keys:
-            value = data.get(key, _MISSING) if kp.get(key) == partition else _MISSING
-            if value is _MISSING:
-                deletes.append(encode_key(key))
+            state = states.get(key)
+            if state is None:
+                deletes.append(key)
             else:
-                sets.append((encode_key(key), encode_value(value)))
-        return sets, deletes
+                sets.append((key, encode(state)))
+        return PartitionFlush(self.table, partition, sets, deletes, p.offset, p.full, keys)
 
-    def snapshot(
-        self,
-        partition: int,
-        encode_key: Callable[[Any], bytes],
-        encode_value: Callable[[Any], bytes],
-    ) -> PartitionSnapshot | None:
-        """:meth:`begin` + :meth:`encode` of every key, in one synchronous step."""
-        snap = self.begin(partition)
-        if snap is not None:
-            snap.sets, snap.deletes = self.encode(partition, snap.keys, encode_key, encode_value)
-        return snap
-
-    def flushed(self, snap: PartitionSnapshot) -> None:
-        if snap.partition not in self.owned:
+    def flushed(self, flush: PartitionFlush) -> None:
+        p = self.parts.get(flush.partition)
+        if p is None:
             return
-        if snap.offset is not None:
-            self.flushed_offsets[snap.partition] = snap.offset
-        if snap.full:
-            self.full_rewrite.discard(snap.partition)
+        p.flushed_offset = flush.offset
+        if flush.full:
+            p.full = False
 
-    def restore(self, snap: PartitionSnapshot) -> None:
-        """A flush failed: its keys are dirty again (unless the partition left)."""
-        if snap.partition in self.owned and snap.keys:
-            self._mark_many(snap.partition, snap.keys)
-
-    def _mark_many(self, partition: int, keys: Iterable) -> None:
-        d = self.dirty.get(partition)
-        if d is None:
-            d = self.dirty[partition] = set()
-        d.update(keys)
+    def restore(self, flush: PartitionFlush) -> None:
+        """A write failed: its keys are dirty again (unless the partition left)."""
+        p = self.parts.get(flush.partition)
+        if p is not None:
+            p.dirty |= flush.keys
 
     def dirty_count(self) -> int:
-        return sum(len(d) for p, d in self.dirty.items() if p in self.owned)
+        return sum(len(p.dirty) + (len(p.states) if p.full else 0) for p in self.parts.values())
 
-    def keys_per_partition(self) -> dict[int, int]:
-        return {p: len(k) for p, k in sorted(self.partition_keys.items())}
+    def counts(self) -> dict[int, int]:
+        return {partition: len(p.states) for partition, p in sorted(self.parts.items())}

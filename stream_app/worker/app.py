@@ -8,24 +8,31 @@ The walk of one event through them: docs/architecture.md.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
 
 import faust
+import orjson
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
 from prometheus_client import CollectorRegistry
 
 from ..config import Settings
 from ..kafka import compat
 from ..kafka.security import faust_broker_credentials
+from ..store.backend import Backend, MemoryBackend
 from ..store.connection import redis_url
+from ..store.metrics import store_metric_families
+from ..store.redis_store import RedisBackend
 from .api_guard import ApiGuard
+from .assignment import Assignment
+from .checkpoint import Checkpointer
 from .exposition import CallbackCollector, Exposition, PipelineMetrics, worker_state_families
 from .families import build_families, health_config
 from .ingest import Ingest
 from .pages import add_pages
-from .processing import FamilyProcessor, HealthProcessor
+from .processing import FamilyProcessor, HealthProcessor, Outbox, PartitionNotHeld
 
 log = logging.getLogger(__name__)
 
@@ -41,40 +48,46 @@ class StreamWorker:
         # Bearer token and rate limit of the /accounts/... read API (off unless configured).
         self.api_guard = ApiGuard.from_settings(settings)
         self.started_at = time.time()
+        self.backend = self._backend()  # checks STREAM_APP_STORE before anything connects
         self.app = self._make_app()
         # Faust's own engine metrics (messages, commit latency, per-partition end and committed
         # offsets for consumer lag) on our registry; /metrics is served by pages.
         self.app.monitor = PrometheusMonitor(metrics=FaustMetrics.create(self.registry, "stream_app_faust"))
         self.input_topics = settings.input_topics()
-        store = self._store_url()
+        signals_topic = settings.health_signals_topic()
 
-        self.signals = self.app.topic(
-            settings.health_signals_topic(),
-            key_serializer="raw",
-            value_serializer="json",
-            partitions=settings.topic_partitions,
-        )
+        # The engine on this worker: a processor per family, the health stage behind the signals
+        # topic; their states are checkpointed together and reassigned together.
+        self.outbox = Outbox()
         self.processors = [
             FamilyProcessor(
-                family,
-                self.app,
-                partitions=settings.topic_partitions,
-                store=store,
-                topic=self.input_topics[family.event_family],
-                pipeline=self.pipeline,
-                signals=self.signals,
+                family, topic=self.input_topics[family.event_family], pipeline=self.pipeline, outbox=self.outbox
             )
             for family in build_families(settings)
         ]
-        self.health = HealthProcessor(
-            self.app, partitions=settings.topic_partitions, store=store, config=health_config(settings)
+        self.health = HealthProcessor(health_config(settings), topic=signals_topic)
+        state_lock = asyncio.Lock()
+        self.assignment = Assignment(self.processors, self.health, self.backend, state_lock)
+        self.assignment.processing.set()
+        producer = self.app.producer
+        self.checkpointer = Checkpointer(
+            [*self.processors, self.health],
+            self.outbox,
+            self.backend,
+            signals_topic=signals_topic,
+            send=lambda topic, key, value: producer.send(topic, key, value, None, None, None),
+            flush_producer=producer.flush,
+            lock=state_lock,
         )
-        self._add_health_agent()
 
-        self.ingest = Ingest(self.app, settings, self.pipeline)
-        self.handlers = {p.family.event_family: p.handle for p in self.processors}
+        self.ingest = Ingest(self.app, settings, self.pipeline, self.assignment.processing)
+        self.handlers = {p.family.event_family: p for p in self.processors}
         for family, topic_name in self.input_topics.items():
             self.ingest.add_agent(family, topic_name, self.handlers.get(family))
+        self.signals = self.app.topic(
+            signals_topic, key_serializer="raw", value_serializer="raw", partitions=settings.topic_partitions
+        )
+        self._add_health_agent()
         self.pipeline.prime(self.input_topics.values())
 
         for processor in [*self.processors, self.health]:
@@ -82,8 +95,18 @@ class StreamWorker:
         self.registry.register(CallbackCollector(self._worker_families))
         self.registry.register(CallbackCollector(self._store_families))
         # Before the consumer's fetcher first hands messages over (it starts in the first
-        # recovery): every patch of Faust's and aiokafka's internals, version-checked.
-        compat.install(self.app, {*self.input_topics.values(), settings.health_signals_topic()})
+        # recovery): every patch of Faust's and aiokafka's internals, version-checked. Assigned
+        # partitions are read from the worker's checkpoints; each offset commit checkpoints first.
+        sources = {*self.input_topics.values(), signals_topic}
+        compat.install(
+            self.app, sources, positions_from=self.assignment.positions, before_commit=self.checkpointer.run
+        )
+        # Commits checkpoint first, but Faust commits only offsets beyond its last commit: events
+        # read again after a restart (behind the commit) are checkpointed by this timer.
+        self.app.timer(settings.store_flush_interval, name="stream_app.checkpoint")(self._checkpoint_timer)
+        self.app.on_partitions_assigned.connect(self._on_partitions_assigned)
+        self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
+        self.app.on_before_shutdown.connect(self._on_before_shutdown)
         add_pages(self)
         from .http_ingest import HttpIngest  # POST /events for apps that cannot speak Kafka
 
@@ -103,52 +126,81 @@ class StreamWorker:
             web_enabled=True,
             topic_partitions=s.topic_partitions,
             topic_replication_factor=s.topic_replication,
-            # Input topics are declared by stream_app.kafka.topics with the right
-            # partition count; Faust declares only its own changelogs.
+            # Our topics are declared by stream_app.kafka.topics with the right partition count;
+            # Faust declares only its leader-election topic.
             topic_allow_declare=True,
-            # Redis (or the changelog) is the recovery path; a standby copy
-            # would double memory for nothing.
-            table_standby_replicas=0,
+            # No Faust tables: states live in the worker's processors, checkpointed to Redis. A
+            # non-zero value keeps Faust's own partition assignor (without tables it falls back to
+            # round robin): it gives partition N of every topic to one worker and publishes who
+            # holds what, which routes /accounts/{id}/health. Standbys apply to tables only.
+            table_standby_replicas=1,
             processing_guarantee="at_least_once",
+            # Every offset commit runs a checkpoint first (kafka.compat.commits): this is its cadence.
+            broker_commit_interval=s.store_flush_interval,
             consumer_auto_offset_reset="earliest",
             broker_session_timeout=s.session_timeout_seconds,
             broker_heartbeat_interval=min(3.0, s.session_timeout_seconds / 3),
             consumer_group_instance_id=s.worker_instance_id or None,
             producer_acks=-1,
-            # Changelog records and signals leave in batches (Faust's default linger is 0: a
-            # produce request per few records, most of a worker's CPU time). Offsets are still
-            # committed only after the producer flushed.
+            # Signals and dead letters leave in batches (Faust's default linger is 0: a produce
+            # request per few records).
             producer_linger=s.producer_linger_seconds,
             producer_max_batch_size=s.producer_max_batch_size,
             # SASL / TLS for the consumer, producer and topic creation (None = PLAINTEXT).
             broker_credentials=faust_broker_credentials(s),
         )
 
-    def _store_url(self) -> str:
+    def _backend(self) -> Backend:
         s = self.settings
         if s.store == "memory":
-            return "memory://"
+            return MemoryBackend()
         if s.store != "redis":
             raise ValueError(f"STREAM_APP_STORE must be 'redis' or 'memory', not {s.store!r}")
-        from ..store import register
-
-        register()
-        register("rediss")  # TLS: same store, redis-py picks SSL from the scheme
-        url = redis_url(s)  # with the ACL user/password and TLS CA from their settings
-        sep = "&" if "?" in url else "?"
-        return f"{url}{sep}flush_interval={s.store_flush_interval}"
+        # With the ACL user/password and TLS CA from their settings.
+        return RedisBackend(redis_url(s), prefix=f"stream_app:{s.app_id}")
 
     def _add_health_agent(self) -> None:
-        health = self.health
+        health, processing = self.health, self.assignment.processing
+        size, within = self.settings.ingest_batch_max, self.settings.ingest_batch_seconds
 
         async def account_health(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                try:
-                    await health.handle(event.key.decode(), event.value, event.message.partition)
-                except Exception:  # noqa: BLE001 - our own topic; log, never stop the worker
-                    log.exception("health signal at offset %s could not be applied", event.message.offset)
+            async for events in stream.take_events(size, within=within):
+                if not processing.is_set():
+                    await processing.wait()
+                for event in events:
+                    msg = event.message
+                    if not health.holds(msg.partition):
+                        continue  # moved to another worker before it was processed
+                    try:
+                        health.process(event.key.decode(), orjson.loads(event.value), msg.partition, msg.offset)
+                    except PartitionNotHeld:
+                        raise
+                    except Exception:  # noqa: BLE001 - our own topic; log, never stop the worker
+                        log.exception("health signal at offset %s could not be applied", msg.offset)
 
         self.app.agent(self.signals, name="stream_app.health", concurrency=1)(account_health)
+
+    async def _on_partitions_assigned(self, sender: object, assigned: set, **kwargs: object) -> None:
+        # The consumer seeks (and so takes partitions over) only when it has any: a worker left
+        # with none of ours must still drop what it held and be ready.
+        if not any(tp.topic in self.assignment_sources() for tp in assigned):
+            await self.assignment.positions(set())
+
+    async def _checkpoint_timer(self) -> None:
+        if self.checkpointer.pending():
+            await self.checkpointer.run()
+
+    async def _on_partitions_revoked(self, sender: object, revoked: set, **kwargs: object) -> None:
+        self.assignment.begin()
+
+    async def _on_before_shutdown(self, sender: object, **kwargs: object) -> None:
+        try:
+            await self.checkpointer.run()
+        finally:
+            await self.backend.close()
+
+    def assignment_sources(self) -> set[str]:
+        return {*self.input_topics.values(), self.health.topic}
 
     # --- state --------------------------------------------------------------
 
@@ -159,7 +211,6 @@ class StreamWorker:
         app = self.app
         return (
             not app.rebalancing
-            and not getattr(app, "in_recovery", False)
             and app.tables.recovery.completed.is_set()
             and all(p.ready for p in [*self.processors, self.health])
         )
@@ -181,12 +232,11 @@ class StreamWorker:
         return counts
 
     def _store_families(self):
-        # stream_app_store_*: Redis availability and backlog of the table stores (docs/reliability.md).
-        from ..store.faust_store import RedisStore
-        from ..store.metrics import store_metric_families
-
-        stores = [t._data for t in self.app.tables.values() if isinstance(t._data, RedisStore)]
-        return store_metric_families(stores)
+        # stream_app_store_*: the backend's availability and what is not yet checkpointed.
+        if not self.backend.durable:
+            return []
+        tables = [(self.backend.stats(p.table), p.states.dirty_count()) for p in [*self.processors, self.health]]
+        return store_metric_families(tables, self.backend.available)
 
     def _worker_families(self):
         return worker_state_families(self.settings.app_id, self.is_ready(), self.assigned_partitions(), self.started_at)

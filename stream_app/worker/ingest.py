@@ -1,14 +1,15 @@
 """The ingest agents: one Faust agent per input topic decodes each message, dead-letters what is
-not a valid event, and hands valid events to their family's processor.
+not a valid event, and hands valid events to their family's processor (``processing``).
 
 Dead letters keep the original bytes and say why in headers (docs/events.md, reasons).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -16,6 +17,7 @@ import faust
 from ..config import Settings
 from ..events import EventRejected, decode_event
 from .exposition import PipelineMetrics
+from .processing import PartitionNotHeld
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +28,28 @@ DLQ_TOPIC = "x-source-topic"
 DLQ_PARTITION = "x-source-partition"
 DLQ_OFFSET = "x-source-offset"
 
-# Called with each valid event and the partition it came from.
-EventHandler = Callable[[Any, int], Any]
-
-
 class Ingest:
-    """Decode, validate, dead-letter, dispatch: the per-message path of the input topics."""
+    """Decode, validate, dead-letter, dispatch: the per-message path of the input topics.
 
-    def __init__(self, app: faust.App, settings: Settings, pipeline: PipelineMetrics) -> None:
+    Agents take messages in batches (``stream.take_events``): one batch's valid events are
+    applied synchronously, so Faust's per-message machinery is the only cost per event besides
+    decoding and the engine step. A batch waits while an assignment loads and rebuilds
+    (``processing``), and events of partitions this worker no longer holds (read before a
+    rebalance) are left to their new owner.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        pipeline: PipelineMetrics,
+        processing: asyncio.Event,
+    ) -> None:
         self.app = app
         self.settings = settings
         self.pipeline = pipeline
+        self.processing = processing
+        self.not_held = 0  # events of partitions moved away before they were processed
         self.deadletter = app.topic(
             settings.topic_deadletter,
             key_serializer="raw",
@@ -44,54 +57,68 @@ class Ingest:
             partitions=settings.topic_partitions,
         )
 
-    def add_agent(self, family: str, topic_name: str, handler: EventHandler | None) -> None:
+    def add_agent(self, family: str, topic_name: str, processor: Any | None) -> None:
         topic = self.app.topic(
             topic_name,
             key_serializer="raw",
             value_serializer="raw",
             partitions=self.settings.topic_partitions,
         )
-        ingest_one = self.ingest_one
+        ingest_batch = self.ingest_batch
+        size, within = self.settings.ingest_batch_max, self.settings.ingest_batch_seconds
 
         async def ingest(stream: faust.StreamT) -> None:
-            async for event in stream.events():
-                await ingest_one(event, family, topic_name, handler)
+            async for events in stream.take_events(size, within=within):
+                await ingest_batch(events, family, topic_name, processor)
 
         # One agent per topic, concurrency 1: faust #606 commits past in-flight
         # messages with concurrency > 1. Scale with partitions and workers instead.
         self.app.agent(topic, name=f"stream_app.ingest.{family}", concurrency=1)(ingest)
 
-    async def ingest_one(
-        self, event: faust.EventT, family: str, topic_name: str, handler: EventHandler | None
+    async def ingest_batch(
+        self, events: Sequence[faust.EventT], family: str, topic_name: str, processor: Any | None
     ) -> None:
+        if not self.processing.is_set():
+            await self.processing.wait()
         now = time.time()
-        self.pipeline.observe_consumed(topic_name, now)
-        raw = event.value if isinstance(event.value, bytes | bytearray) else b""
         s = self.settings
-        try:
-            decoded = decode_event(
-                bytes(raw),
-                max_bytes=s.max_event_bytes,
-                expected_family=family,
-                now=now,
-                max_future_skew=s.max_future_skew_seconds,
-            )
-            key = event.key
-            if key is not None and key != decoded.subject.encode():
-                # Events of one entity must share a partition, or per-entity
-                # state splits across workers.
-                raise EventRejected("key_mismatch", "message key differs from subject")
-        except EventRejected as rejected:
-            await self.dead_letter(event, topic_name, rejected.reason, rejected.detail)
-            return
-        self.pipeline.observe_valid(topic_name, decoded.type, decoded.ts, now)
-        if handler is None:
-            return
-        try:
-            await handler(decoded, event.message.partition)
-        except Exception as exc:  # noqa: BLE001 - a bad event must never stop the worker
-            log.exception("processing failed for %s event id=%s", decoded.type, decoded.id)
-            await self.dead_letter(event, topic_name, "processing_error", f"{type(exc).__name__} while processing")
+        pipeline = self.pipeline
+        for event in events:
+            pipeline.observe_consumed(topic_name, now)
+            raw = event.value if isinstance(event.value, bytes | bytearray) else b""
+            try:
+                decoded = decode_event(
+                    bytes(raw),
+                    max_bytes=s.max_event_bytes,
+                    expected_family=family,
+                    now=now,
+                    max_future_skew=s.max_future_skew_seconds,
+                )
+                key = event.key
+                if key is None:
+                    # The key picks the partition; without it one entity's events scatter.
+                    raise EventRejected("key_mismatch", "message has no key; the key must be the subject")
+                if key != decoded.subject.encode():
+                    # Events of one entity must share a partition, or per-entity
+                    # state splits across workers.
+                    raise EventRejected("key_mismatch", "message key differs from subject")
+            except EventRejected as rejected:
+                await self.dead_letter(event, topic_name, rejected.reason, rejected.detail)
+                continue
+            pipeline.observe_valid(topic_name, decoded.type, decoded.ts, now)
+            if processor is None:
+                continue
+            msg = event.message
+            if not processor.holds(msg.partition):
+                self.not_held += 1
+                continue
+            try:
+                processor.process(decoded, msg.partition, msg.offset)
+            except PartitionNotHeld:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a bad event must never stop the worker
+                log.exception("processing failed for %s event id=%s", decoded.type, decoded.id)
+                await self.dead_letter(event, topic_name, "processing_error", f"{type(exc).__name__} while processing")
 
     async def dead_letter(self, event: faust.EventT, topic_name: str, reason: str, detail: str) -> None:
         self.pipeline.invalid.labels(topic_name, reason).inc()

@@ -14,8 +14,6 @@ from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
-from ..engine.catalogue import HEALTH_TABLE
-
 if TYPE_CHECKING:
     from .app import StreamWorker
 
@@ -31,17 +29,15 @@ class Peers:
     def account_owner(self, account_id: str) -> URL | None:
         """The worker that holds this account's health state.
 
-        Not Faust's router.key_store: it partitions the JSON-serialized key through
-        the producer's metadata of the changelog topic (missing until this worker
-        wrote to it), while health states live in the partition of the signals
-        topic, where messages are keyed by the raw account id.
+        Health states live in the partition of the signals topic their account id is keyed to
+        (the producer's default partitioner); Faust's assignor knows which worker holds it.
         """
         worker = self.worker
         n = worker.settings.topic_partitions
         partition = DefaultPartitioner()(account_id.encode(), list(range(n)), list(range(n)))
-        changelog = worker.health.table.changelog_topic.get_topic_name()
-        for url, topics in worker.app.router.table_metadata(HEALTH_TABLE).items():
-            if partition in topics.get(changelog, ()):
+        topic = worker.health.topic
+        for url, topics in worker.app.router.external_topics_metadata().items():
+            if partition in topics.get(topic, ()):
                 return URL(url)
         return None
 
@@ -49,7 +45,7 @@ class Peers:
         worker = self.worker
         own = worker.app.conf.canonical_url
         try:
-            hosts = worker.app.router.table_metadata(HEALTH_TABLE)
+            hosts = worker.app.router.external_topics_metadata()
         except KeyError:
             return []
         accounts: list[dict] = []

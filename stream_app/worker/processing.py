@@ -1,150 +1,96 @@
-"""Table I/O around the engine step: entity states in Faust tables, signals to the health stage.
+"""The engine step on the worker: each family's states by partition, signals to the health stage.
 
-Per family one Faust table holds the entity states (ticket, user, account, survey response),
-keyed like the Kafka message. For each valid event the engine step (``stream_app.engine.family``)
-applies it to its entity's state and moves the derived index; this shell writes the new state to
-the table (one changelog record) and sends the health signals the step returned. The index is
-never stored: after every rebalance it is rebuilt from the recovered states of the assigned
-partitions, so it cannot drift from them and restarts do not change the numbers.
+Per family a :class:`FamilyProcessor` holds the entity states of the partitions this worker owns
+(``stream_app.store.partition_state``) and drives the engine step (``stream_app.engine.family``)
+for every valid event, synchronously: no Kafka or Redis call per event. What the step changes
+is written by the next checkpoint (``checkpoint``): the changed states, with the source offset
+they reflect, in one atomic write per partition, after the health signals they caused were
+produced. Signals wait in an :class:`Outbox` until then, coalesced per (account, source, entity).
 
-Table values are ``[partition, stored state]``: the partition is kept with the state so the
-rebuild works on any store (Faust's memory store keeps revoked partitions' keys around).
+The index is never stored: after every rebalance it is rebuilt from the states of the assigned
+partitions (``assignment``), so it cannot drift from them and restarts do not change the numbers.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gc
 import logging
-import time
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
-import faust
+import msgspec
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from ..engine.catalogue import HEALTH_TABLE
 from ..engine.family import Engine, Family, SignalChange
 from ..engine.health import HealthConfig, HealthStage
+from ..store.partition_state import PartitionStates
 from .exposition import PREFIX, PipelineMetrics
 
 log = logging.getLogger(__name__)
 
-
-class EntityTable(faust.Table):
-    """A Faust table that tells its processor when partitions move."""
-
-    processor: Any = None  # FamilyProcessor | HealthProcessor
-
-    async def on_rebalance(self, assigned, revoked, newly_assigned, generation_id: int = 0) -> None:
-        if self.processor is not None:
-            self.processor.gate.begin_rebalance()
-        await super().on_rebalance(assigned, revoked, newly_assigned, generation_id)
-
-    async def on_recovery_completed(self, active_tps, standby_tps) -> None:
-        await super().on_recovery_completed(active_tps, standby_tps)
-        if self.processor is not None:
-            await self.processor.rebuild_async({tp.partition for tp in active_tps})
+_encode = msgspec.msgpack.encode
+_decode = msgspec.msgpack.decode
 
 
-def _entity_table(app: faust.App, name: str, *, partitions: int, store: str, help: str) -> EntityTable:
-    table = EntityTable(
-        app, name=name, default=None, beacon=app.tables.beacon, partitions=partitions, store=store, help=help
-    )
-    app.tables.add(table)
-    return table
+class PartitionNotHeld(RuntimeError):
+    """An event of a partition this worker does not hold reached a processor."""
 
 
-_rebuilds_running = 0
-_collector_was_enabled = True
+class Outbox:
+    """Health signals waiting for the next checkpoint, the latest per (account, source, entity).
 
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while rebuilds run, then freeze what they built.
-
-    A rebuild allocates about as many objects as the state holds; that triggers full collections,
-    and one full collection of ~10M objects (1M entities) took ~10 s: the event loop blocked that
-    long loses the worker its group membership. The rebuilt state is long-lived, so
-    ``gc.freeze()`` moves it out of later collections (reference counting still frees whatever
-    is replaced or deleted). Tables rebuild concurrently: the last one to finish resumes the
-    collector.
+    Coalescing keeps what the health stage would keep of the whole sequence (its rule in
+    ``stream_app.engine.health.apply_signal``): a newer ``ts`` replaces, an older one is dropped,
+    an equal one replaces unless the kept one is a deletion.
     """
-    global _rebuilds_running, _collector_was_enabled
-    if _rebuilds_running == 0:
-        _collector_was_enabled = gc.isenabled()
-        gc.disable()
-    _rebuilds_running += 1
-    try:
-        yield
-    finally:
-        _rebuilds_running -= 1
-        if _rebuilds_running == 0:
-            gc.freeze()
-            if _collector_was_enabled:
-                gc.enable()
 
+    def __init__(self) -> None:
+        self.pending: dict[tuple[str, str, str], SignalChange] = {}
 
-async def _run_steps(steps: Iterator[None]) -> None:
-    """Run a rebuild's steps, giving the event loop a turn between chunks (Source partitions
-    stay paused until every table's recovery callback is done, so no event is processed
-    meanwhile)."""
-    with _collector_paused():
-        for _ in steps:
-            await asyncio.sleep(0)
+    def add(self, changes: Iterable[SignalChange]) -> None:
+        pending = self.pending
+        for change in changes:
+            k = (change.account_id, change.source, change.entity)
+            cur = pending.get(k)
+            if (
+                cur is None
+                or cur.ts is None
+                or (change.ts is not None and (change.ts > cur.ts or (change.ts == cur.ts and cur.signal is not None)))
+            ):
+                pending[k] = change
 
+    def take(self) -> list[SignalChange]:
+        out = list(self.pending.values())
+        self.pending = {}
+        return out
 
-class TableStates:
-    """One family's states in its Faust table (the engine's StateStore)."""
+    def restore(self, changes: list[SignalChange]) -> None:
+        """Sending failed: put them back under anything newer."""
+        newer, self.pending = self.pending, {}
+        self.add(changes)
+        self.add(newer.values())
 
-    def __init__(self, table: faust.Table, family: Family) -> None:
-        self.table = table
-        self.family = family
-
-    def get(self, key: str) -> Any:
-        stored = self.table.get(key)
-        return None if stored is None else self.family.from_stored(stored[1])
-
-    def put(self, key: str, partition: int, state: Any) -> None:
-        self.table[key] = [partition, self.family.to_stored(state)]
-
-    def delete(self, key: str, partition: int) -> None:
-        del self.table[key]
-
-    def items(self, partitions: Container[int]) -> Iterator[tuple[str, int, Any]]:
-        from_stored = self.family.from_stored
-        for key, stored in list(self.table.data.items()):
-            if stored is not None and stored[0] in partitions:
-                yield key, stored[0], from_stored(stored[1])
+    def __len__(self) -> int:
+        return len(self.pending)
 
 
 class FamilyProcessor:
-    """One family on this worker: the engine over its table, signals out to the health stage."""
+    """One family on this worker: the engine over its partition states, signals into the outbox."""
 
-    def __init__(
-        self,
-        family: Family,
-        app: faust.App,
-        *,
-        partitions: int,
-        store: str,
-        topic: str,
-        pipeline: PipelineMetrics,
-        signals: faust.TopicT | None = None,
-    ) -> None:
+    def __init__(self, family: Family, *, topic: str, pipeline: PipelineMetrics, outbox: Outbox) -> None:
         self.family = family
-        self.signals = signals
         self.topic = topic
-        self.table = _entity_table(
-            app, family.table, partitions=partitions, store=store, help=f"{family.name} entity states"
+        self.table = family.table
+        self.outbox = outbox
+        from_stored, to_stored = family.from_stored, family.to_stored
+        self.states = PartitionStates(
+            family.table, lambda s: _encode(to_stored(s)), lambda raw: from_stored(_decode(raw))
         )
-        self.table.processor = self
-        self.engine = Engine(family, TableStates(self.table, family))
+        self.engine = Engine(family, self.states)
         self.gate = self.engine.gate
         self._too_late = pipeline.too_late.labels(topic)
         self._duplicates = pipeline.duplicates.labels(topic)
-        self.last_rebuild_seconds = 0.0
+        self.skipped = 0  # redelivered events at or below the partition's applied offset
 
     @property
     def ready(self) -> bool:
@@ -154,36 +100,26 @@ class FamilyProcessor:
     def index(self) -> Any:
         return self.engine.index
 
-    async def handle(self, event: Any, partition: int) -> None:
-        """One valid event (inside the agent's stream: table writes go to the event's partition)."""
+    def process(self, event: Any, partition: int, offset: int) -> None:
+        """One valid event at ``offset`` of ``partition`` of the family's topic."""
+        states = self.states
+        applied = states.offset(partition)
+        if applied is not None and offset <= applied:
+            self.skipped += 1  # already in the states (read again after a seek back)
+            return
+        if partition not in states.parts:
+            raise PartitionNotHeld(f"{self.topic}[{partition}] is not held by this worker")
         step = self.engine.process(event.subject, event, partition)
         if step.too_late:
             self._too_late.inc()
         if not step.applied:
             self._duplicates.inc()
-        if self.signals is not None:
-            for change in step.signals:
-                await self._send_signal(change)
+        if step.signals:
+            self.outbox.add(step.signals)
+        states.applied(partition, offset)
 
-    async def _send_signal(self, change: SignalChange) -> None:
-        await self.signals.send(key=change.account_id.encode(), value=change.message())
-
-    def rebuild(self, partitions: set[int]) -> None:
-        """Rebuild at once (tests, tools)."""
-        self.engine.rebuild(partitions)
-
-    async def rebuild_async(self, partitions: set[int]) -> None:
-        t0 = time.perf_counter()
-        await _run_steps(self.engine.rebuild_steps(partitions))
-        if self.engine.ready:
-            self.last_rebuild_seconds = time.perf_counter() - t0
-            log.info(
-                "%s: rebuilt index from %d states of partitions %s in %.3fs",
-                self.family.name,
-                self.engine.last_rebuild_states,
-                sorted(partitions),
-                self.last_rebuild_seconds,
-            )
+    def holds(self, partition: int) -> bool:
+        return partition in self.states.parts
 
     def collect(self, now: float) -> Iterable[Metric]:
         yield from self.engine.collect(now)
@@ -197,24 +133,16 @@ class FamilyProcessor:
 
 
 class HealthProcessor:
-    """The health stage on this worker, its account rows in a Faust table.
+    """The health stage on this worker: account rows by partition of the signals topic, one row
+    per (account, source, entity) with the entity's latest signal or tombstone."""
 
-    The table holds one row per (account, source, entity): the entity's latest signal (or
-    tombstone), value ``[partition, row]``. A signal changes one entity, so it writes one small
-    changelog record instead of the whole account.
-    """
-
-    def __init__(self, app: faust.App, *, partitions: int, store: str, config: HealthConfig) -> None:
-        self.table = _entity_table(
-            app,
-            HEALTH_TABLE,
-            partitions=partitions,
-            store=store,
-            help="customer health: latest signal per account and entity",
-        )
-        self.table.processor = self
+    def __init__(self, config: HealthConfig, *, topic: str) -> None:
+        self.topic = topic
+        self.table = HEALTH_TABLE
         self.stage = HealthStage(config)
         self.gate = self.stage.gate
+        self.states = PartitionStates(HEALTH_TABLE, _encode, _decode)
+        self.skipped = 0
 
     @property
     def ready(self) -> bool:
@@ -224,34 +152,26 @@ class HealthProcessor:
     def index(self) -> Any:
         return self.stage.index
 
-    async def handle(self, account_id: str, message: dict, partition: int) -> None:
+    def process(self, account_id: str, message: dict, partition: int, offset: int) -> None:
+        states = self.states
+        applied = states.offset(partition)
+        if applied is not None and offset <= applied:
+            self.skipped += 1
+            return
+        if partition not in states.parts:
+            raise PartitionNotHeld(f"{self.topic}[{partition}] is not held by this worker")
         sets, deletes = self.stage.apply(account_id, message)
-        table = self.table
         for key, row in sets:
-            table[key] = [partition, row]
+            states.put(key, partition, row)
         for key in deletes:
-            if table.get(key) is not None:
-                del table[key]
+            states.delete(key, partition)
+        states.applied(partition, offset)
 
-    def _rows(self, partitions: Container[int]) -> Iterator[list]:
-        for stored in list(self.table.data.values()):
-            if stored is not None and stored[0] in partitions:
-                yield stored[1]
+    def holds(self, partition: int) -> bool:
+        return partition in self.states.parts
 
-    def rebuild(self, partitions: set[int]) -> None:
-        """Rebuild at once (tests, tools)."""
-        self.stage.rebuild(self._rows(partitions), time.time())
-
-    async def rebuild_async(self, partitions: set[int]) -> None:
-        t0 = time.perf_counter()
-        await _run_steps(self.stage.rebuild_steps(self._rows(partitions), time.time()))
-        if self.stage.ready:
-            log.info(
-                "health: rebuilt %d accounts of partitions %s in %.3fs",
-                self.stage.last_rebuild_accounts,
-                sorted(partitions),
-                time.perf_counter() - t0,
-            )
+    def rows(self, partitions: set[int]) -> Iterable[list]:
+        return (row for _, _, row in self.states.items(partitions))
 
     def collect(self, now: float) -> Iterable[Metric]:
         return self.stage.index.collect(now)

@@ -94,28 +94,13 @@ def test_redis_url_gets_user_password_and_ca():
     assert redact_url("redis://h:1/0") == "redis://h:1/0"
 
 
-def test_redis_store_repr_hides_the_password():
-    from types import SimpleNamespace
+def test_redis_backend_names_its_address_without_the_password():
+    from stream_app.store.redis_store import RedisBackend
 
-    from stream_app.store.faust_store import RedisStore
-
-    store = RedisStore.__new__(RedisStore)
-    store.table_name, store.prefix = "t", "p"
-    store.redis_url = f"rediss://app:{REDIS_PW}@h:1/0?ssl_ca_certs=%2Fca.pem"
-    assert REDIS_PW not in store._repr_info() and "***" in store._repr_info()
-    # The query options redis-py needs (TLS CA) survive; the store's own are taken out.
-    url = "rediss://app:x@h:1/0?ssl_ca_certs=/ca.pem&flush_interval=2&prefix=q"
-    app = SimpleNamespace(conf=SimpleNamespace(id="a"))
-    table = SimpleNamespace(use_partitioner=False, is_global=False)
-    try:
-        kept = RedisStore(url, app, table).redis_url
-    except Exception:  # base.Store wants a real app: check the URL logic on its own
-        from yarl import URL
-
-        from stream_app.store.connection import STORE_OPTIONS
-
-        kept = str(URL(url).with_query({k: v for k, v in URL(url).query.items() if k not in STORE_OPTIONS}))
-    assert "ssl_ca_certs" in kept and "flush_interval" not in kept and "prefix" not in kept
+    backend = RedisBackend(f"rediss://app:{REDIS_PW}@h:1/0?ssl_ca_certs=%2Fca.pem", prefix="p")
+    # The address is what every log line about Redis names.
+    assert REDIS_PW not in backend.address and "***" in backend.address and "h:1" in backend.address
+    assert REDIS_PW in backend.url  # the client still gets it
 
 
 # ----------------------------------------------------------------------------- unit: API guard
@@ -299,7 +284,7 @@ def test_secure_worker_counts_and_leaks_neither_secrets_nor_personal_data(secure
         # The Redis store wrote through TLS as the ACL user; the default user is off.
         client = redis_py.Redis.from_url(redis.rediss_url, username=REDIS_USER, password=REDIS_PW,
                                          ssl_ca_certs=str(tls.ca))  # fmt: skip
-        wait_for(lambda: list(client.scan_iter(match=f"faust:{app_id}*", count=1000)), timeout=30,
+        wait_for(lambda: list(client.scan_iter(match=f"{{stream_app:{app_id}:*", count=1000)), timeout=30,
                  message="store keys in Redis")  # fmt: skip
         assert client.acl_whoami() == REDIS_USER
         with pytest.raises(redis_py.AuthenticationError):

@@ -22,7 +22,7 @@ class DictStates:
         self.family = family
         self.data: dict[str, tuple[int, Any]] = {}
 
-    def get(self, key: str) -> Any:
+    def get(self, key: str, partition: int = 0) -> Any:
         stored = self.data.get(key)
         return None if stored is None else stored[1]
 

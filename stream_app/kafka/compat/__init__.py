@@ -17,17 +17,19 @@ patch              works around                                 upstream
                    seek partitions without a commit
 ``batching``       aiokafka lingers per partition: one produce  aio-libs/aiokafka #1137
                    request per partition batch                  (PR #1142)
+``commits``        no hook before Faust commits offsets: the    (no upstream issue: Faust's
+                   worker checkpoints its states first          tables do this internally)
 =================  ===========================================  ===============================
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from importlib.metadata import version
 from typing import Any
 
-from . import batching, positions
+from . import batching, commits, positions
 
 # (distribution, lowest supported, first unsupported): the versions whose source the patches
 # were written against.
@@ -57,11 +59,21 @@ def check_versions() -> None:
             )
 
 
-def install(app: Any, sources: Iterable[str]) -> positions.PositionGuard:
+def install(
+    app: Any,
+    sources: Iterable[str],
+    *,
+    positions_from: positions.Positions | None = None,
+    before_commit: Callable[[], Awaitable[Any]] | None = None,
+) -> positions.PositionGuard:
     """Install every patch on a Faust app before it starts: the position guard on its consumer
-    (``sources``: the topics whose positions Faust's agents consume) and node-batched produce
-    requests on its producer. Returns the guard (its counters are exported)."""
+    (``sources``: the topics whose positions Faust's agents consume; ``positions_from``: where
+    each assigned source partition is read from, default its committed offset), the checkpoint
+    before each offset commit, and node-batched produce requests on its producer. Returns the
+    guard (its counters are exported)."""
     check_versions()
+    if before_commit is not None:
+        commits.install(app.consumer, before_commit)
     producer = app.producer
     new_producer = producer._new_producer
 
@@ -71,4 +83,4 @@ def install(app: Any, sources: Iterable[str]) -> positions.PositionGuard:
         return aio
 
     producer._new_producer = _new_producer
-    return positions.install(app.consumer, sources)
+    return positions.install(app.consumer, sources, positions_from)

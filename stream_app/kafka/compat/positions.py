@@ -31,8 +31,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
+
+# Where each assigned source partition must be read from (the worker's checkpoints).
+Positions = Callable[[set[Any]], Awaitable[Mapping[Any, int]]]
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +43,12 @@ log = logging.getLogger(__name__)
 class PositionGuard:
     """Per consumer: seeks completed, and the seek count a batch was fetched at."""
 
-    def __init__(self, consumer: Any, sources: Iterable[str], lock_timeout: float = 30.0) -> None:
+    def __init__(
+        self, consumer: Any, sources: Iterable[str], lock_timeout: float = 30.0, positions: Positions | None = None
+    ) -> None:
         self.consumer = consumer
         self.sources = frozenset(sources)
+        self.positions = positions
         self.lock_timeout = lock_timeout
         self.epoch = 0  # seeks completed
         self.batch_epoch = 0  # epoch when the batch being handed over was fetched
@@ -53,6 +59,22 @@ class PositionGuard:
         self._seek_to_committed = consumer.seek_to_committed
         self._fetch = consumer._getmany
         self._getmany = consumer.getmany
+
+    async def seek_to_positions(self) -> Any:
+        """Seek every assigned source partition to where ``positions`` says (Faust calls this as
+        ``seek_to_committed`` and takes the result for its read and committed offsets); other
+        partitions to their committed offsets."""
+        if self.positions is None:
+            return await self.seek_to_committed_or_start()
+        # aiokafka first: it sets every assigned partition's position from its committed offset
+        # (a seek before that completes is overwritten by it), then ours override.
+        committed = dict(await self._seek_to_committed())
+        assigned = set(self.consumer.assignment())
+        sources = {tp for tp in assigned if tp.topic in self.sources}
+        wanted = dict(await self.positions(sources))
+        for tp, offset in wanted.items():
+            await self.consumer.seek(tp, offset)
+        return {**committed, **wanted}
 
     async def seek_to_committed_or_start(self) -> Any:
         committed = await self._seek_to_committed()
@@ -103,12 +125,14 @@ class PositionGuard:
             await batch.aclose()
 
 
-def install(consumer: Any, sources: Iterable[str]) -> PositionGuard:
-    """Wrap ``consumer`` once, before its fetcher starts handing messages over."""
+def install(consumer: Any, sources: Iterable[str], positions: Positions | None = None) -> PositionGuard:
+    """Wrap ``consumer`` once, before its fetcher starts handing messages over. With
+    ``positions``, assigned source partitions are read from where it says, not from their
+    committed offsets."""
     guard = getattr(consumer, "_stream_app_position_guard", None)
     if guard is None:
-        guard = PositionGuard(consumer, sources)
-        consumer.seek_to_committed = guard.seek_to_committed_or_start
+        guard = PositionGuard(consumer, sources, positions=positions)
+        consumer.seek_to_committed = guard.seek_to_positions
         consumer.perform_seek = guard.perform_seek
         consumer._getmany = guard.fetch
         consumer.getmany = guard.getmany

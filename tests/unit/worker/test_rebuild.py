@@ -1,6 +1,6 @@
-"""Index rebuilds after an assignment: the chunked rebuild (the worker's path) gives the same
-numbers as the live indexes and as a rebuild at once, lets the event loop run meanwhile, and a
-rebuild overtaken by a newer rebalance does not replace the index."""
+"""Index rebuilds after an assignment (stream_app.worker.assignment): the chunked rebuild gives the
+same numbers as the live indexes and as a rebuild at once, lets the event loop run meanwhile, and
+a rebuild overtaken by a newer rebalance does not replace the index."""
 
 from __future__ import annotations
 
@@ -12,51 +12,54 @@ import time
 from types import SimpleNamespace
 
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import TopicPartition as TP
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_app.worker.app import StreamWorker
 from stream_app.config import Settings
 from stream_app.tools.generator import generate
 from stream_app.engine import rebuild
+from stream_app.worker.assignment import run_steps
 
 PARTITIONS = 4
 ALL = set(range(PARTITIONS))
 BUSINESS = re.compile(r"^stream_app_(support|usage|revenue|voice|health)_")
 
 
-def _fed_worker() -> StreamWorker:
-    """A worker on the memory store fed a generated log through its ingest path (Kafka sends
-    replaced; health signals applied as the health agent would)."""
-    worker = StreamWorker(Settings(store="memory", topic_partitions=PARTITIONS))
-    for p in [*worker.processors, worker.health]:
-        p.table.on_key_set = lambda key, value: None
-        p.table.on_key_del = lambda key: None
-    signals: list = []
+def _topic_partitions(worker: StreamWorker) -> set:
+    topics = [*worker.input_topics.values(), worker.health.topic]
+    return {TP(t, p) for t in topics for p in ALL}
 
-    async def send(*, key: bytes, value: dict, **kwargs) -> None:
-        signals.append((key, value))
+
+def _fed_worker() -> StreamWorker:
+    """A worker on the memory store that holds every partition, fed a generated log through its
+    ingest path (dead letters not sent; health signals applied as the health agent would)."""
+    worker = StreamWorker(Settings(store="memory", topic_partitions=PARTITIONS))
 
     async def dead_letter(**kwargs) -> None:
         pass
 
-    worker.signals.send = send
     worker.ingest.deadletter.send = dead_letter
-    for p in worker.processors:
-        p.signals = worker.signals
-    for p in [*worker.processors, worker.health]:
-        p.rebuild(ALL)
     part, parts = DefaultPartitioner(), list(range(PARTITIONS))
     events = generate(7, time.time() - 2 * 86400, 2 * 86400, 0.1)
+    offsets: dict = {}
+
+    def next_offset(topic: str, partition: int) -> int:
+        offsets[(topic, partition)] = offsets.get((topic, partition), -1) + 1
+        return offsets[(topic, partition)]
 
     async def feed() -> None:
-        for offset, e in enumerate(events):
+        await worker.assignment.positions(_topic_partitions(worker))  # holds everything, empty
+        for e in events:
             key = e.key.encode()
-            msg = SimpleNamespace(partition=part(key, parts, parts), offset=offset)
+            topic = worker.input_topics[e.family]
+            partition = part(key, parts, parts)
+            msg = SimpleNamespace(partition=partition, offset=next_offset(topic, partition))
             event = SimpleNamespace(key=key, value=e.value, message=msg)
-            await worker.ingest.ingest_one(event, e.family, worker.input_topics[e.family], worker.handlers.get(e.family))
-            for k, v in signals:
-                await worker.health.handle(k.decode(), v, part(k, parts, parts))
-            signals.clear()
+            await worker.ingest.ingest_batch([event], e.family, topic, worker.handlers.get(e.family))
+            for change in worker.outbox.take():
+                p = part(change.account_id.encode(), parts, parts)
+                worker.health.process(change.account_id, change.message(), p, next_offset(worker.health.topic, p))
 
     asyncio.run(feed())
     return worker
@@ -84,12 +87,12 @@ def test_chunked_rebuild_equals_the_live_indexes_and_lets_the_loop_run(monkeypat
     monkeypatch.setattr(rebuild, "REBUILD_CHUNK", 50)
     worker = _fed_worker()
     processors = [*worker.processors, worker.health]
-    assert min(len(p.table.data) for p in processors) > 2 * 50  # several chunks each
+    assert min(sum(p.states.counts().values()) for p in processors) > 2 * 50  # several chunks each
     at = time.time()
     live = _exposed(worker, at)
     ticks = 0
 
-    async def rebuild_all() -> None:
+    async def reassign() -> None:
         nonlocal ticks
         stop = asyncio.Event()
 
@@ -100,18 +103,17 @@ def test_chunked_rebuild_equals_the_live_indexes_and_lets_the_loop_run(monkeypat
                 await asyncio.sleep(0)
 
         task = asyncio.ensure_future(ticker())
-        for p in processors:
-            p.gate.begin_rebalance()
-            await p.rebuild_async(ALL)
-            assert p.ready
+        await worker.assignment.positions(_topic_partitions(worker))  # every partition kept, rebuilt
+        assert all(p.ready for p in processors)
         stop.set()
         await task
 
-    asyncio.run(rebuild_all())
+    asyncio.run(reassign())
     assert ticks > 2 * len(processors)  # other tasks ran between chunks
     assert_same(_exposed(worker, at), live)
-    for p in processors:
-        p.rebuild(ALL)
+    for p in worker.processors:
+        p.engine.rebuild(ALL)
+    worker.health.stage.rebuild(worker.health.rows(ALL), at)
     assert_same(_exposed(worker, at), live)
 
 
@@ -119,43 +121,41 @@ def test_a_rebuild_overtaken_by_a_rebalance_does_not_replace_the_index(monkeypat
     monkeypatch.setattr(rebuild, "REBUILD_CHUNK", 50)
     worker = _fed_worker()
     usage = next(p for p in worker.processors if p.family.name == "usage")
-    assert len(usage.table.data) > 2 * 50
+    assert sum(usage.states.counts().values()) > 2 * 50
     before = usage.index
 
     async def overtaken() -> None:
         usage.gate.begin_rebalance()
-        task = asyncio.ensure_future(usage.rebuild_async({0}))  # partition 0 only: a smaller index
+        task = asyncio.ensure_future(run_steps(usage.engine.rebuild_steps({0})))  # a smaller index
         await asyncio.sleep(0)
         usage.gate.begin_rebalance()  # the next rebalance begins before it finishes
         await task
 
     asyncio.run(overtaken())
     assert usage.index is before and not usage.ready
-    asyncio.run(usage.rebuild_async({0}))  # that rebalance's own rebuild
+    asyncio.run(run_steps(usage.engine.rebuild_steps({0})))  # that rebalance's own rebuild
     assert usage.index is not before and usage.ready
 
 
-def test_the_collector_waits_for_every_concurrent_rebuild_then_freezes_the_result(monkeypatch):
+def test_the_collector_is_paused_while_an_assignment_rebuilds_then_the_result_is_frozen(monkeypatch):
     monkeypatch.setattr(rebuild, "REBUILD_CHUNK", 50)
     worker = _fed_worker()
     processors = [*worker.processors, worker.health]
     seen: list[bool] = []
 
-    async def rebuild_all() -> None:
+    async def reassign() -> None:
         async def watch() -> None:
+            await asyncio.sleep(0)
             while not all(p.ready for p in processors):
                 seen.append(gc.isenabled())
                 await asyncio.sleep(0)
 
-        for p in processors:
-            p.gate.begin_rebalance()
-        # Faust runs every table's recovery callback at once.
-        await asyncio.gather(*(p.rebuild_async(ALL) for p in processors), watch())
+        await asyncio.gather(worker.assignment.positions(_topic_partitions(worker)), watch())
 
     gc.unfreeze()
     try:
-        asyncio.run(rebuild_all())
-        assert seen and not any(seen)  # paused while any rebuild ran
+        asyncio.run(reassign())
+        assert seen and not any(seen)  # paused while the rebuilds ran
         assert gc.isenabled() and gc.get_freeze_count() > 0  # resumed, the rebuilt state frozen
     finally:
         gc.unfreeze()
