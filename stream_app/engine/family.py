@@ -22,7 +22,6 @@ of the index from stored states after partitions move. The worker drives it over
 
 from __future__ import annotations
 
-import heapq
 from abc import ABC, abstractmethod
 from collections.abc import Container, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
@@ -30,6 +29,7 @@ from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar
 from prometheus_client.core import Metric
 
 from .health import Signal, coarsen_signal, same_signal
+from .expiry import Expiry
 from .index import ContributionIndex
 from . import rebuild as rebuilds
 from .rebuild import RebuildGate
@@ -149,8 +149,7 @@ class Engine(Generic[S]):
         cfg = family.config
         self.index = family.new_index()
         self.tracker = WatermarkTracker(cfg.horizon, cfg.bucket_seconds)
-        # Per partition: heap of (retention_until, key); stale entries are re-checked.
-        self._expiry: dict[int, list[tuple[float, str]]] = {}
+        self._expiry = Expiry(cfg.bucket_seconds)
         self.evicted_entities = 0
         self.last_rebuild_states = 0
         self.gate = RebuildGate()
@@ -181,7 +180,7 @@ class Engine(Generic[S]):
             memo.clear()
         memo[key] = (new, new_contribs, new_signal)
         signals = self._signal_changes(key, new, old_signal, new_signal)
-        self._schedule_expiry(self._expiry, partition, key, new)
+        self._expiry.schedule(partition, key, fam.retention_until(new))
         cutoff = self.tracker.cutoff()
         self.index.evict(cutoff)
         evicted = self._expire(partition, cutoff, signals) if cutoff is not None else 0
@@ -213,31 +212,22 @@ class Engine(Generic[S]):
             out.append(SignalChange(after["account_id"], source, key, ts, after))
         return out
 
-    def _schedule_expiry(self, expiry: dict[int, list[tuple[float, str]]], partition: int, key: str, state: S) -> None:
-        until = self.family.retention_until(state)
-        if until is not None:
-            heapq.heappush(expiry.setdefault(partition, []), (until, key))
-
     def _expire(self, partition: int, cutoff: float, signals: list[SignalChange]) -> int:
         """Delete entities of this partition that no longer affect any metric.
 
-        Only the current event's partition: a caller's table delete may have to go to the
-        changelog partition of the event being processed. A small budget per event keeps the
-        step flat.
+        Only the current event's partition (the one whose offset the step moves), and a small
+        budget per event, which keeps the step flat.
         """
-        heap = self._expiry.get(partition)
-        budget = self.expiry_budget
         evicted = 0
         fam = self.family
-        while heap and budget and heap[0][0] < cutoff:
-            budget -= 1
-            _, key = heapq.heappop(heap)
+        for key in self._expiry.due(partition, cutoff, self.expiry_budget):
             state = self.states.get(key, partition)
             if state is None:
                 continue
             until = fam.retention_until(state)
             if until is None or until >= cutoff:
-                continue  # updated since it was scheduled
+                self._expiry.schedule(partition, key, until)  # not due after all
+                continue
             contribs, signal = self._derived(key, state)
             self.index.retract(contribs)
             self.states.delete(key, partition)
@@ -269,14 +259,14 @@ class Engine(Generic[S]):
         cfg = fam.config
         index = fam.new_index()
         tracker = WatermarkTracker(cfg.horizon, cfg.bucket_seconds)
-        expiry: dict[int, list[tuple[float, str]]] = {}
+        expiry = Expiry(cfg.bucket_seconds)
         states = []
         for i, (key, partition, state) in enumerate(self.states.items(partitions), 1):
             states.append(state)
             ts = fam.max_ts(state)
             if ts is not None:
                 tracker.observe(partition, ts)
-            self._schedule_expiry(expiry, partition, key, state)
+            expiry.schedule(partition, key, fam.retention_until(state))
             if i % chunk == 0:
                 yield
         for i, state in enumerate(states, 1):

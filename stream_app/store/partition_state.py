@@ -5,6 +5,12 @@ Plain Python (no Kafka, no Redis): the engine step reads and writes states here 
 engine's ``StateStore``); a checkpoint takes each partition's changes as a :class:`PartitionFlush`
 at one instant (encoded, with the offset they reflect) and the backend (``redis_store``) writes
 them atomically. ``tests/unit/store`` drives it directly.
+
+Memory: a state changed since the last checkpoint is held as the engine's object; once a
+checkpoint has encoded it, as its encoded bytes (a few dozen bytes instead of a tree of dicts and
+lists). A bounded cache keeps the decoded objects of recently used states, so an entity with
+several events in a row is decoded once (and the engine's per-entity memo of its contributions
+stays valid: it is the same object).
 """
 
 from __future__ import annotations
@@ -30,11 +36,15 @@ class PartitionFlush:
     keys: set[str] = field(default_factory=set)  # the keys taken out of the dirty set
 
 
+# Decoded states kept per table (cleared when full): about the entities with events in flight.
+DECODED_CACHE = 20_000
+
+
 class _Partition:
     __slots__ = ("states", "dirty", "offset", "flushed_offset", "full")
 
     def __init__(self, offset: int | None, full: bool) -> None:
-        self.states: dict[str, Any] = {}
+        self.states: dict[str, Any] = {}  # key -> state object (changed) or its encoded bytes
         self.dirty: set[str] = set()
         self.offset = offset  # last source offset applied to these states
         self.flushed_offset = offset  # last offset a checkpoint wrote
@@ -49,11 +59,31 @@ class PartitionStates:
         self.encode = encode
         self.decode = decode
         self.parts: dict[int, _Partition] = {}
+        self._decoded: dict[str, tuple[bytes, Any]] = {}  # key -> (encoded, its decoded object)
+
+    def _object(self, key: str, value: Any) -> Any:
+        if value.__class__ is not bytes:
+            return value
+        cached = self._decoded.get(key)
+        if cached is not None and cached[0] is value:
+            return cached[1]
+        state = self.decode(value)
+        self._remember(key, value, state)
+        return state
+
+    def _remember(self, key: str, raw: bytes, state: Any) -> None:
+        decoded = self._decoded
+        if len(decoded) >= DECODED_CACHE:
+            decoded.clear()
+        decoded[key] = (raw, state)
 
     # -- the engine's StateStore ------------------------------------------------
     def get(self, key: str, partition: int) -> Any:
         p = self.parts.get(partition)
-        return None if p is None else p.states.get(key)
+        if p is None:
+            return None
+        value = p.states.get(key)
+        return None if value is None else self._object(key, value)
 
     def put(self, key: str, partition: int, state: Any) -> None:
         p = self.parts[partition]
@@ -66,10 +96,12 @@ class PartitionStates:
         p.dirty.add(key)
 
     def items(self, partitions: Container[int]) -> Iterator[tuple[str, int, Any]]:
+        """Every state of ``partitions``, decoded (not cached: a rebuild reads each once)."""
+        decode = self.decode
         for partition, p in list(self.parts.items()):
             if partition in partitions:
-                for key, state in list(p.states.items()):
-                    yield key, partition, state
+                for key, value in list(p.states.items()):
+                    yield key, partition, decode(value) if value.__class__ is bytes else value
 
     # -- offsets ----------------------------------------------------------------
     def applied(self, partition: int, offset: int) -> None:
@@ -99,10 +131,8 @@ class PartitionStates:
         backend had no checkpoint, so the partition is rebuilt from its source's start and its
         first checkpoint rewrites it whole. Returns the number of states."""
         p = _Partition(offset, full=offset is None)
-        decode = self.decode
         if offset is not None:
-            for key, raw in items:
-                p.states[key] = decode(raw)
+            p.states.update(items)  # kept encoded: decoded when first used
         self.parts[partition] = p
         return len(p.states)
 
@@ -137,11 +167,17 @@ class PartitionStates:
         encode = self.encode
         states = p.states
         for key in keys:
-            state = states.get(key)
-            if state is None:
+            value = states.get(key)
+            if value is None:
                 deletes.append(key)
+            elif value.__class__ is bytes:
+                sets.append((key, value))
             else:
-                sets.append((key, encode(state)))
+                raw = encode(value)
+                sets.append((key, raw))
+                # Held encoded from now on; the object stays cached for the entity's next event.
+                states[key] = raw
+                self._remember(key, raw, value)
         return PartitionFlush(self.table, partition, sets, deletes, p.offset, p.full, keys)
 
     def flushed(self, flush: PartitionFlush) -> None:
