@@ -41,7 +41,7 @@ from aiokafka import AIOKafkaProducer
 
 from stream_app.tools.generator import FAMILIES, GeneratedEvent, generate, rfc3339
 from stream_app.tools.producer import produce_log
-from tests.integration.worker_process import WorkerProcess, free_port, worker_env
+from tests.support.worker import WorkerProcess, free_port, worker_env
 
 from .common import FAUST_BASELINE_TABLES, RunnerConfig
 

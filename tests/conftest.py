@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
+import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 
@@ -85,3 +86,13 @@ def new_topic(request, stack) -> Callable[..., str]:
         return name
 
     return make
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Path of Prometheus's promtool (Debian's `prometheus` package, installed by
+    scripts/bootstrap.sh). Missing fails the test that needs it: never skipped."""
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool not found: install Debian's `prometheus` package (scripts/bootstrap.sh does)")
+    return path

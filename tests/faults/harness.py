@@ -7,7 +7,7 @@ worker processes; it tallies the pipeline counters of every worker
 incarnation (a killed process takes its counters with it, so they are read
 just before each fault), measures recovery times from Kafka's own view of the
 group (committed vs end offsets), and at the end compares every metric with
-the batch reference (tests/integration/test_metrics_reference.py helpers).
+the batch reference (tests/support/references.py).
 
 Services are restarted only from the main (test) thread and left running.
 """
@@ -15,7 +15,6 @@ Services are restarted only from the main (test) thread and left running.
 from __future__ import annotations
 
 import asyncio
-import math
 import os
 import threading
 import time
@@ -27,19 +26,9 @@ from pathlib import Path
 from stream_app.tools.generator import Faults, GeneratedEvent, generate
 from stream_app.tools.producer import EventProducer
 
-from ..integration.test_metrics_reference import (
-    INTERNAL,
-    REFERENCES,
-    _health_params,
-    _read_signals,
-    _reference_events,
-    _reference_params,
-    _scrape_at,
-    _settings_of,
-    _too_late_events,
-)
-from ..integration.worker_process import WorkerProcess, total, wait_for, worker_env
-from ..reference import health_reference
+from tests.support.kafka import read_topic
+from tests.support.references import compare_with_reference, reference_events, too_late_events
+from tests.support.worker import WorkerProcess, settings_of, total, wait_for, worker_env
 
 DAY = 86400.0
 # STREAM_APP_SOAK=1: a longer, denser log and more faults per scenario.
@@ -77,9 +66,9 @@ def make_event_log(seed: int = 20261124) -> EventLog:
     faults = Faults(duplicate=0.02, out_of_order=0.02, late=0.01, invalid=0.005)
     events = generate(seed=seed, start=now - LOG_DAYS * DAY, duration_seconds=LOG_DAYS * DAY - 120, rate=RATE,
                       faults=faults)  # fmt: skip
-    too_late = _too_late_events(now)
+    too_late = too_late_events(now)
     events += too_late
-    valid = _reference_events(events, now)
+    valid = reference_events(events, now)
     return EventLog(events, valid, len(too_late), sum(e.is_invalid for e in events),
                     sum(e.is_duplicate for e in events))  # fmt: skip
 
@@ -211,13 +200,8 @@ class FaultRun:
         self.app_id = run
         self.topics = {f: f"{run}.{f}" for f in ("ticket", "activity", "subscription", "survey")}
         self.stack.create_topics(list(self.topics.values()), partitions=PARTITIONS)
-        self.env = worker_env(self.stack, run, store="redis", session_timeout_seconds=6, **self.settings)
-        self.env.update(
-            STREAM_APP_TOPIC_TICKETS=self.topics["ticket"],
-            STREAM_APP_TOPIC_ACTIVITY=self.topics["activity"],
-            STREAM_APP_TOPIC_SUBSCRIPTIONS=self.topics["subscription"],
-            STREAM_APP_TOPIC_SURVEYS=self.topics["survey"],
-        )
+        self.env = worker_env(self.stack, run, topics=self.topics, store="redis", session_timeout_seconds=6,
+                              **self.settings)  # fmt: skip
         self.workers: list[WorkerProcess] = []
         self.tallies: dict[int, dict[str, float]] = {}  # pid -> last counters seen
         self.recoveries: list[Recovery] = []
@@ -229,7 +213,7 @@ class FaultRun:
 
     @property
     def signals_topic(self) -> str:
-        return _settings_of(self.env).health_signals_topic()
+        return settings_of(self.env).health_signals_topic()
 
     # -- workers -----------------------------------------------------------
     def worker(self, name: str = "w0", **env: str) -> WorkerProcess:
@@ -365,29 +349,8 @@ class FaultRun:
     # -- verdict -----------------------------------------------------------------
     def deadletters(self) -> tuple[int, int, dict[str, int]]:
         """(messages on the dead-letter topic, distinct source offsets, by reason)."""
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-
         topic = self.env["STREAM_APP_TOPIC_DEADLETTER"]
-
-        async def read() -> list:
-            consumer = AIOKafkaConsumer(bootstrap_servers=self.stack.bootstrap, enable_auto_commit=False)
-            await consumer.start()
-            try:
-                tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
-                consumer.assign(tps)
-                await consumer.seek_to_beginning(*tps)
-                ends = await consumer.end_offsets(tps)
-                out, pending = [], {tp for tp in tps if ends[tp] > 0}
-                while pending:
-                    for tp, msgs in (await consumer.getmany(*pending, timeout_ms=1000)).items():
-                        out += [dict(m.headers) for m in msgs]
-                        if msgs and msgs[-1].offset >= ends[tp] - 1:
-                            pending.discard(tp)
-                return out
-            finally:
-                await consumer.stop()
-
-        headers = asyncio.run(read())
+        headers = [dict(m.headers) for m in asyncio.run(read_topic(self.stack.bootstrap, topic, PARTITIONS))]
         sources = {(h["x-source-topic"], h["x-source-partition"], h["x-source-offset"]) for h in headers}
         reasons: dict[str, int] = {}
         for h in headers:
@@ -395,37 +358,10 @@ class FaultRun:
             reasons[r] = reasons.get(r, 0) + 1
         return len(headers), len(sources), reasons
 
-    def compare(self, at: float | None = None) -> dict[str, int]:
-        """Every worker's /metrics at one instant vs the batch reference: counts of samples
-        missing, below (lost effect) and above (double counted) the reference."""
-        workers = self.live()
-        at = time.time() if at is None else at
-        settings = _settings_of(self.env)
-        got = _scrape_at(workers, at)
-        params = _reference_params(settings)
-        expected_by = {name: module.compute([e for e in self.log.valid if e["family"] == family], at, params[name])
-                       for name, (module, family) in REFERENCES.items()}  # fmt: skip
-        signals = asyncio.run(_read_signals(self.stack.bootstrap, self.signals_topic, PARTITIONS))
-        expected_by["health"] = health_reference.compute(signals, at, _health_params(settings))
-        out = {"checked": 0, "missing": 0, "lost": 0, "double": 0, "extra": 0}
-        examples = []
-        for name, expected in expected_by.items():
-            prefix = f"stream_app_{name}_"
-            mine = {k: v for k, v in got.items() if k[0].startswith(prefix) and not INTERNAL.search(k[0])}
-            for k, v in expected.items():
-                out["checked"] += 1
-                if k not in mine:
-                    out["missing"] += 1
-                    examples.append(("missing", k, v))
-                elif not math.isclose(mine[k], v, rel_tol=1e-9, abs_tol=1e-6):
-                    out["lost" if mine[k] < v else "double"] += 1
-                    examples.append(("differs", k, mine[k], v))
-            for k, v in mine.items():
-                if k not in expected and v != 0:
-                    out["extra"] += 1
-                    examples.append(("extra", k, v))
-        out["examples"] = sorted(examples, key=str)[:8]  # type: ignore[assignment]
-        return out
+    def compare(self, at: float | None = None) -> dict:
+        """Every live worker's /metrics at one instant vs the batch reference (counts of samples
+        missing, lost, double counted, extra: ``compare_with_reference``)."""
+        return compare_with_reference(self.live(), self.log.valid, settings_of(self.env), self.stack.bootstrap, at)
 
     def verdict(self) -> dict:
         """Compare with the reference, print the scenario's figures, assert nothing lost or doubled."""

@@ -20,7 +20,7 @@ import time
 import pytest
 import redis
 
-from ..integration.worker_process import total, wait_for
+from tests.support.worker import total, wait_for
 from .harness import SOAK, FaultRun, make_event_log
 
 pytestmark = pytest.mark.integration

@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from stream_app.config import Settings
 from stream_app.events import EVENT_TYPES, family_of
 
-from .worker_process import WorkerProcess, total, wait_for, worker_env
+from tests.support.worker import WorkerProcess, settings_of, total, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +104,7 @@ async def _read_all(bootstrap: str, topic: str, expected: int, timeout: float = 
 def test_valid_and_invalid_events_of_every_family(stack, tmp_path):
     app_id = f"ingest-{uuid.uuid4().hex[:8]}"
     env = worker_env(stack, app_id, store="memory")
-    settings = Settings(**{k.removeprefix("STREAM_APP_").lower(): v for k, v in env.items()})
+    settings = settings_of(env)
     topics = settings.input_topics()
     worker = WorkerProcess(env, tmp_path).start()
     try:

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from stream_app.client import AsyncEventClient, EventClient, EventRejected
 from stream_app.config import Settings
 
-from .worker_process import WorkerProcess, total, wait_for, worker_env
+from tests.support.worker import WorkerProcess, settings_of, total, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -67,7 +67,7 @@ def worker(stack, tmp_path_factory) -> Iterator[Worker]:
         http_ingest_max_bytes=MAX_BYTES,
         http_ingest_max_events=MAX_EVENTS,
     )
-    settings = Settings(**{k.removeprefix("STREAM_APP_").lower(): v for k, v in env.items()})
+    settings = settings_of(env)
     proc = WorkerProcess(env, tmp_path_factory.mktemp("ops")).start()
     try:
         yield Worker(proc, settings, stack.bootstrap)

@@ -26,16 +26,16 @@ from stream_app.tools.generator import Faults, GeneratedEvent, generate, rfc3339
 from stream_app.tools.producer import produce_log
 from stream_app.tools.promstack import PrometheusProcess, find_prometheus
 
-from ..unit.tools.test_dashboards import (
+from tests.support.dashboards import (
     LABEL_VALUES_RE,
-    RULES_DIR,
     load_boards,
     log_profile,
     panel_queries,
+    rule_files,
     substitute,
     variable_query,
 )
-from .worker_process import WorkerProcess, total, wait_for, worker_env
+from tests.support.worker import WorkerProcess, total, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
 
@@ -48,10 +48,6 @@ BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__interval_ms": "1500
 OFFSET_RE = re.compile(r"\boffset\s+(?:\d+(?:ms|[smhdwy]))+")
 
 
-def _rule_files() -> list[Path]:
-    return sorted(RULES_DIR.glob("*.y*ml"))
-
-
 def _time_compressed_rules(workdir: Path) -> tuple[list[Path], set[str]]:
     """Copies of the rule files with every `offset <duration>` shortened to 5s.
 
@@ -62,7 +58,7 @@ def _time_compressed_rules(workdir: Path) -> tuple[list[Path], set[str]]:
     """
     workdir.mkdir(parents=True, exist_ok=True)
     files, changed = [], set()
-    for path in _rule_files():
+    for path in rule_files():
         doc = yaml.safe_load(path.read_text()) or {}
         for group in doc.get("groups", []):
             for rule in group.get("rules", []):
@@ -154,11 +150,11 @@ def test_dashboards_and_rules_return_data(stack, tmp_path):
         profile=log_profile(), faults=Faults(duplicate=0.01, out_of_order=0.01, late=0.01, invalid=0.01),
     )  # fmt: skip
     events = _paying_history(now) + events
-    rule_files, compressed = _time_compressed_rules(tmp_path / "rules")
+    rule_paths, compressed = _time_compressed_rules(tmp_path / "rules")
 
     worker = WorkerProcess(env, tmp_path).start()
     prom = PrometheusProcess(
-        tmp_path / "prometheus", [f"127.0.0.1:{worker.port}"], rule_files=rule_files, scrape_interval=1.0
+        tmp_path / "prometheus", [f"127.0.0.1:{worker.port}"], rule_files=rule_paths, scrape_interval=1.0
     )
     try:
         prom.start()
@@ -200,7 +196,7 @@ def test_dashboards_and_rules_return_data(stack, tmp_path):
                     empty.append(("rules", rule["name"], rule["query"]))
 
         width = max(len(r[0]) for r in rows)
-        print(f"\n{len(events)} events, {len(rows)} queries, {len(rule_files)} rule files, "
+        print(f"\n{len(events)} events, {len(rows)} queries, {len(rule_paths)} rule files, "
               f"{sum(r['type'] == 'alerting' for r in rules)} alerting rules "
               f"(not inactive: {[(r['name'], r['state']) for r in rules if r.get('state', 'inactive') != 'inactive']})")
         print("series (finite values) per query:")  # fmt: skip

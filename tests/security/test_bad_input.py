@@ -21,45 +21,22 @@ import time
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_app.config import Settings
-from stream_app.events import EVENT_TYPES, EventRejected, decode_event, family_of
+from stream_app.events import EVENT_TYPES, SUBJECT_FIELDS, EventRejected, decode_event, family_of
 from stream_app.events.decode import REASONS
-from stream_app.worker.families import build_families
-from tests.support.engine import EngineRunner
+from tests.support.engine import Pipeline
+from tests.support.events import NOW, enc, event, iso
+from tests.support.references import assert_equals_reference, reference_events, too_late_events
+from tests.support.worker import WorkerProcess, caught_up, settings_of, total, wait_for, worker_env
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "schemas" / "examples"
-EXAMPLES = {t: json.loads((EXAMPLES_DIR / f"{t}.json").read_text()) for t in EVENT_TYPES}
-SUBJECT_FIELD = {"ticket": "ticket_id", "activity": "user_id", "subscription": "account_id", "survey": "response_id"}
-NOW = time.time()
 # Planted in values (never in keys): rejection details must not repeat input values.
 SENTINEL = "PII-7f3a-jane.doe@example.com"
 # Reasons the worker adds to decode_event's: the Kafka key is not the subject; the core failed.
 WORKER_REASONS = {"key_mismatch", "processing_error"}
-
-
-def _iso(ts: float, tz: timezone = timezone.utc) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).astimezone(tz).isoformat()
-
-
-def event(event_type: str, *, id: str | None = None, subject: str | None = None, ts: float | None = None, **data) -> dict:
-    """A valid event dict of ``event_type`` from its schema example, with overrides."""
-    ev = json.loads(json.dumps(EXAMPLES[event_type]))
-    ev["id"] = id or f"evt-{uuid.uuid4().hex}"
-    ev["time"] = _iso(NOW - 600 if ts is None else ts)
-    if subject is not None:
-        ev["subject"] = ev["data"][SUBJECT_FIELD[family_of(event_type)]] = subject
-    ev["data"].update(data)
-    return ev
-
-
-def enc(ev: object) -> bytes:
-    return json.dumps(ev).encode()
 
 
 def reject_reason(raw: bytes, **kw) -> str:
@@ -71,34 +48,6 @@ def reject_reason(raw: bytes, **kw) -> str:
     # Raised outside the except block: no ValidationError (which quotes input) chained on.
     assert exc.__context__ is None and exc.__cause__ is None
     return exc.reason
-
-
-# ----------------------------------------------------------------------------- the ingest path
-
-
-class Pipeline:
-    """decode -> each family's real engine step (tests/support/engine.py; states round-tripped
-    through their stored form, as a table keeps them): the worker's hot path without Kafka, for
-    property tests."""
-
-    def __init__(self, settings: Settings | None = None, now: float = NOW) -> None:
-        self.now = now
-        self.families = {f.event_family: EngineRunner(f) for f in build_families(settings or Settings())}
-
-    @property
-    def states(self) -> dict[tuple[str, str], object]:
-        return {(family, key): state for family, run in self.families.items() for key, (_, state) in run.states.data.items()}
-
-    def ingest(self, raw: bytes, family: str) -> str:
-        """'applied' or 'duplicate'; raises EventRejected."""
-        ev = decode_event(raw, expected_family=family, now=self.now)
-        return "applied" if self.families[family].process(ev) else "duplicate"
-
-    def samples(self, family: str, index=None) -> dict[tuple, float]:
-        return self.families[family].samples(self.now, index)
-
-    def rebuilt(self, family: str) -> dict[tuple, float]:
-        return self.samples(family, self.families[family].rebuilt().index)
 
 
 # ----------------------------------------------------------------------------- strategies
@@ -118,7 +67,7 @@ _json = st.recursive(
 _offsets = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda m: timezone(timedelta(minutes=m)))
 _times = st.one_of(
     # recent, in any offset
-    st.tuples(st.floats(-30 * 86400, 3600), _offsets).map(lambda a: _iso(NOW + a[0], a[1])),
+    st.tuples(st.floats(-30 * 86400, 3600), _offsets).map(lambda a: iso(NOW + a[0], a[1])),
     # anywhere in years 1..9999, any offset (the edges do not fit UTC)
     st.tuples(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31)), _offsets).map(
         lambda a: a[0].replace(tzinfo=a[1]).isoformat()
@@ -137,8 +86,8 @@ def mutated_event(draw, family: str | None = None) -> tuple[str, bytes]:
     event_type = draw(st.sampled_from(sorted(t for t in EVENT_TYPES if family in (None, family_of(t)))))
     fam = family_of(event_type)
     ev = event(event_type, id=draw(st.sampled_from(["e1", "e2", "e3"]) | st.text(min_size=1, max_size=20)))
-    ev["time"] = draw(st.one_of(_times, st.floats(0, 7 * 86400).map(lambda a: _iso(NOW - a))))
-    ev["subject"] = ev["data"][SUBJECT_FIELD[fam]] = draw(st.sampled_from(["s1", "s2"]))
+    ev["time"] = draw(st.one_of(_times, st.floats(0, 7 * 86400).map(lambda a: iso(NOW - a))))
+    ev["subject"] = ev["data"][SUBJECT_FIELDS[fam]] = draw(st.sampled_from(["s1", "s2"]))
     for _ in range(draw(st.integers(0, 3))):
         data = ev["data"] if isinstance(ev.get("data"), dict) else {}
         kind = draw(st.integers(0, 8))
@@ -206,7 +155,7 @@ def test_mutated_events_decode_or_are_rejected_without_echoing_values(item):
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-@given(st.sampled_from(sorted(SUBJECT_FIELD)).flatmap(lambda f: st.lists(mutated_event(f), min_size=1, max_size=8)))
+@given(st.sampled_from(sorted(SUBJECT_FIELDS)).flatmap(lambda f: st.lists(mutated_event(f), min_size=1, max_size=8)))
 def test_any_sequence_through_the_ingest_path_is_safe_and_drift_free(sequence):
     """Whatever mix of good, bad, duplicate and conflicting events arrives for a few entities:
     only EventRejected is raised, stored states survive their JSON round trip, and the
@@ -406,7 +355,7 @@ def _bad_event(kind: str, i: int, now: float) -> tuple[str, bytes, bytes, str]:
     if kind == "subject_mismatch":
         return "ticket", key, enc(ticket | {"subject": f"other-{i}"}), kind
     if kind == "future_time":
-        return "ticket", key, enc(ticket | {"time": _iso(now + 86400 * (1 + i % 300))}), kind
+        return "ticket", key, enc(ticket | {"time": iso(now + 86400 * (1 + i % 300))}), kind
     if kind == "too_large":
         return "survey", rid.encode(), enc(event("survey.nps", subject=rid)) + b" " * 70_000, kind
     if kind == "key_mismatch":
@@ -463,23 +412,14 @@ def test_flood_of_bad_events_does_not_starve_good_ones(stack, tmp_path):
     from stream_app.tools.generator import GeneratedEvent, generate
     from stream_app.tools.producer import produce_log
 
-    from ..integration.test_metrics_reference import (
-        _assert_matches_reference,
-        _consumed_offsets_done,
-        _read_signals,  # noqa: F401 - used by _assert_matches_reference
-        _settings_of,
-        _too_late_events,
-    )
-    from ..integration.worker_process import WorkerProcess, total, wait_for, worker_env
-
     app_id = f"flood-{uuid.uuid4().hex[:8]}"
     env = worker_env(stack, app_id)
-    settings = _settings_of(env)
+    settings = settings_of(env)
     topics = settings.input_topics()
     stack.create_topics([*topics.values(), settings.topic_deadletter], partitions=settings.topic_partitions)
     now = time.time()
 
-    good = generate(seed=7_2026, start=now - 43_200, duration_seconds=43_200 - 120, rate=0.05) + _too_late_events(now)
+    good = generate(seed=7_2026, start=now - 43_200, duration_seconds=43_200 - 120, rate=0.05) + too_late_events(now)
     conflicts = _conflicting_copies(good)
     stream: list[GeneratedEvent] = list(good)
     for pos, copy in sorted(conflicts, key=lambda c: -c[0]):  # right behind its original
@@ -512,7 +452,7 @@ def test_flood_of_bad_events_does_not_starve_good_ones(stack, tmp_path):
             timeout=240, interval=1.0, message=f"{len(mixed)} messages consumed",
         )  # fmt: skip
         elapsed = time.monotonic() - t0
-        wait_for(lambda: _consumed_offsets_done(worker), timeout=120, interval=1.0, message="caught up")
+        wait_for(lambda: caught_up(worker), timeout=120, interval=1.0, message="caught up")
         samples = worker.samples()
         assert worker.proc.poll() is None and worker.http_status("/healthz") == 200
 
@@ -539,12 +479,7 @@ def test_flood_of_bad_events_does_not_starve_good_ones(stack, tmp_path):
         assert not any(SENTINEL.encode() in dict(m.headers)["x-reject-detail"] for m in letters)
 
         # The good events' metrics equal the batch reference (first copy of each id).
-        valid = []
-        for ev in good:
-            d = decode_event(ev.value, now=now + 600)
-            data = {k: v.timestamp() if isinstance(v, datetime) else v for k, v in d.data.model_dump().items()}
-            valid.append({"id": d.id, "type": d.type, "time": d.ts, "family": d.family, "data": data})
-        assert _assert_matches_reference([worker], valid, settings, stack.bootstrap) > 100
+        assert assert_equals_reference([worker], reference_events(good, now), settings, stack.bootstrap) > 100
         log = worker.log_path.read_text(errors="replace")
         assert SENTINEL not in log
         # Only the processing errors log a traceback; no agent crashed.

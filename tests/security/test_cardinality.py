@@ -22,9 +22,10 @@ from hypothesis import strategies as st
 from stream_app.config import Settings
 from stream_app.engine.labels import OTHER, LabelGuard, LabelRule
 from stream_app.vocabulary import CHANNELS, CLIENTS, PRIORITIES, TICKET_STATUSES
-from stream_app.worker.families import label_guard
 
-from .test_bad_input import Pipeline, enc, event
+from tests.support.engine import Pipeline
+from tests.support.events import enc, event
+from tests.support.worker import WorkerProcess, settings_of, total, wait_for, worker_env
 
 CAPS = {"team": 6, "plan": 6, "currency": 5, "feature": 12}
 ALLOWED = {"channel": set(CHANNELS), "priority": set(PRIORITIES), "status": set(TICKET_STATUSES), "client": set(CLIENTS)}
@@ -215,11 +216,9 @@ def test_flood_of_distinct_label_values_cannot_grow_series_beyond_the_caps(stack
     from stream_app.tools.generator import generate
     from stream_app.tools.producer import EventProducer, produce_log
 
-    from ..integration.worker_process import WorkerProcess, total, wait_for, worker_env
-
     app_id = f"card-{uuid.uuid4().hex[:8]}"
     env = worker_env(stack, app_id, store="memory", **{f"label_{k}_cap": v for k, v in CAPS.items()})
-    settings = Settings(**{k.removeprefix("STREAM_APP_").lower(): v for k, v in env.items()})
+    settings = settings_of(env)
     topics = settings.input_topics()
     now = time.time()
     baseline = generate(seed=31, start=now - 7200, duration_seconds=7000, rate=0.1)

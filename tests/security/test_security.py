@@ -19,12 +19,13 @@ import urllib.request
 import uuid
 
 import pytest
-from pydantic import SecretStr
 
 from stream_app.config import Settings, secret_values
 from stream_app.kafka.security import faust_broker_credentials, kafka_client_kwargs
 from stream_app.store.connection import redact_url, redis_url
 from stream_app.worker.api_guard import ApiGuard, RateLimiter, check_bearer
+from tests.support.events import enc, event
+from tests.support.worker import WorkerProcess, settings_of, total, wait_for, worker_env
 
 KAFKA_USER, KAFKA_PW = "stream-app", "kafka-Pw-9c1e55f0"
 REDIS_USER, REDIS_PW = "app", "redis-Pw-3b7d2a91"
@@ -172,8 +173,6 @@ def secure(tmp_path_factory):
 
 
 def _secure_env(kafka, redis, tls, app_id: str, **overrides) -> dict[str, str]:
-    from ..integration.worker_process import worker_env
-
     stack = type("S", (), {"bootstrap": kafka.sasl_ssl_bootstrap, "redis_url": redis.rediss_url})()
     env = worker_env(stack, app_id)
     env.update({
@@ -191,15 +190,9 @@ def _secure_env(kafka, redis, tls, app_id: str, **overrides) -> dict[str, str]:
     return env
 
 
-def _settings(env: dict[str, str]) -> Settings:
-    return Settings(**{k.removeprefix("STREAM_APP_").lower(): v for k, v in env.items()})
-
-
 def _pii_events(now: float):
     """Events whose ids are e-mail addresses and whose comments are personal, for the leak check."""
     from stream_app.tools.generator import GeneratedEvent
-
-    from .test_bad_input import enc, event
 
     out = []
     for i in range(12):
@@ -252,12 +245,11 @@ def test_secure_worker_counts_and_leaks_neither_secrets_nor_personal_data(secure
     from stream_app.tools.generator import generate
     from stream_app.tools.producer import produce_log
 
-    from ..integration.worker_process import WorkerProcess, total, wait_for
 
     kafka, redis, tls = secure
     app_id = f"sec-{uuid.uuid4().hex[:8]}"
     env = _secure_env(kafka, redis, tls, app_id, api_token=API_TOKEN, api_rate_limit=2, api_rate_burst=5)
-    settings = _settings(env)
+    settings = settings_of(env)
     now = time.time()
     events = generate(seed=99, start=now - 4 * 3600, duration_seconds=4 * 3600 - 120, rate=0.05) + _pii_events(now)
     worker = WorkerProcess(env, tmp_path).start()  # creates its topics through SASL_SSL (ensure_topics)
@@ -354,7 +346,6 @@ def test_sasl_plaintext_with_plain_mechanism(secure):
 
 @pytest.mark.integration
 def test_wrong_kafka_password_fails_fast_and_clearly_without_the_password(secure, tmp_path):
-    from ..integration.worker_process import WorkerProcess
 
     kafka, redis, tls = secure
     wrong = "wrong-Pw-a41f9e"
@@ -375,7 +366,6 @@ def test_wrong_kafka_password_fails_fast_and_clearly_without_the_password(secure
 def test_wrong_redis_password_is_named_in_the_log_without_the_password(secure, tmp_path):
     """The store treats a refused Redis like an unreachable one (it keeps processing from memory
     and retries, see docs/state-store.md); the log names the cause, never the password."""
-    from ..integration.worker_process import WorkerProcess, wait_for
 
     kafka, redis, tls = secure
     wrong = "wrong-Redis-77c3d0"

@@ -12,7 +12,13 @@ import json
 from collections.abc import Callable, Container, Iterable, Iterator
 from typing import Any
 
+from stream_app.config import Settings
 from stream_app.engine.family import Engine, Family, SignalChange
+from stream_app.events import decode_event
+from stream_app.worker.families import build_families
+
+from .events import NOW
+from .samples import Samples, samples
 
 
 class DictStates:
@@ -39,28 +45,16 @@ class DictStates:
                 yield key, partition, state
 
 
-def subject_of(event: Any) -> str:
-    """The Kafka key of an event: its subject (decoded events have one; a test's stand-in may
-    name its entity in ``data`` only)."""
-    subject = getattr(event, "subject", None)
-    if subject is not None:
-        return subject
-    data = event.data
-    for name in ("ticket_id", "user_id", "account_id", "response_id"):
-        if isinstance(data, dict) and data.get(name):
-            return str(data[name])
-    raise ValueError(f"no subject for {event!r}")
-
-
 class EngineRunner:
-    """One family's engine over a :class:`DictStates`, counting what the worker counts."""
+    """One family's engine over a :class:`DictStates`, counting what the worker counts. Events are
+    keyed by their subject (the Kafka key); all on partition 0 unless ``partition_of`` says."""
 
     def __init__(
         self,
         family: Family,
         *,
         partition_of: Callable[[str], int] = lambda key: 0,
-        key_of: Callable[[Any], str] = subject_of,
+        key_of: Callable[[Any], str] = lambda event: event.subject,
     ) -> None:
         self.family = family
         self.states = DictStates(family)
@@ -79,6 +73,15 @@ class EngineRunner:
     def cfg(self) -> Any:
         return self.family.config
 
+    @property
+    def entities(self) -> dict[str, Any]:
+        """key -> state of every entity kept (expired ones are deleted)."""
+        return {key: state for key, (_, state) in self.states.data.items()}
+
+    def stored(self) -> dict[str, dict]:
+        """key -> stored form: what two runs are compared by."""
+        return {key: self.family.to_stored(state) for key, state in self.entities.items()}
+
     def process(self, event: Any) -> bool:
         """One event; returns whether it changed its entity's state."""
         key = self.key_of(event)
@@ -93,9 +96,6 @@ class EngineRunner:
             self.process(event)
         return self
 
-    def state(self, key: str) -> Any:
-        return self.states.get(key)
-
     def rebuilt(self, partitions: Container[int] | None = None) -> Engine:
         """A fresh engine rebuilt from the stored states (of ``partitions``, default all), as a
         worker rebuilds after an assignment."""
@@ -104,7 +104,31 @@ class EngineRunner:
         engine.rebuild(parts)
         return engine
 
-    def samples(self, now: float, index: Any = None) -> dict[tuple, float]:
-        """{(sample name, sorted labels): value} of the index read at ``now``."""
-        index = self.index if index is None else index
-        return {(s.name, tuple(sorted(s.labels.items()))): s.value for m in index.collect(now) for s in m.samples}
+    def samples(self, now: float, *, zeros: bool = False) -> Samples:
+        return samples(self.index, now, zeros=zeros)
+
+
+class Pipeline:
+    """decode -> each family's engine runner: the worker's hot path without Kafka (states
+    round-tripped through their stored form, as a table keeps them), for property tests."""
+
+    def __init__(self, settings: Settings | None = None, now: float | None = None) -> None:
+        self.now = NOW if now is None else now
+        self.families = {f.event_family: EngineRunner(f) for f in build_families(settings or Settings())}
+
+    @property
+    def states(self) -> dict[tuple[str, str], object]:
+        return {(family, key): state for family, run in self.families.items() for key, state in run.entities.items()}
+
+    def ingest(self, raw: bytes, family: str) -> str:
+        """'applied' or 'duplicate'; raises EventRejected."""
+        ev = decode_event(raw, expected_family=family, now=self.now)
+        return "applied" if self.families[family].process(ev) else "duplicate"
+
+    def samples(self, family: str) -> Samples:
+        """Every series of the family's index (zeros too) at ``now``."""
+        return self.families[family].samples(self.now, zeros=True)
+
+    def rebuilt(self, family: str) -> Samples:
+        """The same, read from an index rebuilt from the family's states."""
+        return samples(self.families[family].rebuilt().index, self.now, zeros=True)

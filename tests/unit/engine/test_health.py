@@ -23,7 +23,8 @@ from stream_app.engine.health import (
     valid_until,
 )
 from tests.reference import health_reference as ref
-from .family_harness import lab, samples
+from tests.support.references import health_params
+from tests.support.samples import assert_same, lab, samples
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=timezone.utc).timestamp()
 H = 3600
@@ -71,27 +72,6 @@ def index_of(messages, cfg=None, roundtrip=True):
         if changed and roundtrip:  # through JSON, as the Faust table stores it
             idx.put(HealthState.from_dict(json.loads(json.dumps(st_.to_dict()))))
     return idx
-
-
-def assert_same(got, exp):
-    assert set(got) == set(exp), (sorted(set(got) - set(exp), key=str)[:5], sorted(set(exp) - set(got), key=str)[:5])
-    for k, v in exp.items():
-        assert math.isclose(got[k], v, rel_tol=1e-9, abs_tol=1e-9), (k, got[k], v)
-
-
-def ref_params(cfg: HealthConfig) -> dict:
-    return dict(
-        weights=dict(cfg.weights), at_risk_below=cfg.at_risk_below, healthy_from=cfg.healthy_from,
-        usage_active=cfg.usage_active_seconds, usage_known=cfg.usage_known_seconds,
-        session_cap=cfg.usage_session_cap, intensity_weight=cfg.usage_intensity_weight,
-        support_recent=cfg.support_recent_seconds, pen_open=cfg.support_open_penalty,
-        pen_breach=cfg.support_breach_penalty, pen_reopen=cfg.support_reopen_penalty,
-        targets=dict(cfg.first_reply_targets), voice_window=cfg.voice_window_seconds,
-        voice_n=cfg.voice_max_responses, pen_bottom=cfg.voice_bottom_penalty,
-        revenue_recent=cfg.revenue_recent_seconds, pen_contraction=cfg.revenue_contraction_penalty,
-        pen_renewal=cfg.revenue_renewal_penalty, pen_cancel=cfg.revenue_cancel_penalty,
-        retention=dict(cfg.retention_seconds), edges=cfg.score_edges,
-    )
 
 
 # ----------------------------------------------------------------------------- hand-worked
@@ -176,7 +156,7 @@ def test_collect_publishes_every_band_and_the_distribution():
     assert got[(P + "score_gsum", lab())] == pytest.approx(0.4885 + 0.5 + 1.0 + 0.4)
     assert got[(P + "component_score_gcount", lab(component="support"))] == 2  # A, E
     assert got[(P + "component_score_bucket", lab(component="revenue", le="0.1"))] == 1  # B churned
-    assert_same(got, ref.compute(scenario(), NOW, ref_params(HealthConfig())))
+    assert_same(got, ref.compute(scenario(), NOW, health_params(HealthConfig())))
     assert {s.labels["band"] for s in HealthIndex().collect(NOW)[0].samples} == set(BANDS)  # empty index
 
 
@@ -430,7 +410,7 @@ def test_index_matches_reference_for_any_order_and_duplicates(case):
     log, delivered, now = case
     cfg = prop_cfg()
     idx = index_of(delivered, cfg)
-    prm = ref_params(cfg)
+    prm = health_params(cfg)
     assert_same(samples(idx, now), ref.compute(delivered, now, prm))
     exp = ref.scores(delivered, now, prm)
     for acc, (total, comps, band) in exp.items():
@@ -453,7 +433,7 @@ def test_cached_scores_equal_the_reference_as_time_passes(case, offsets):
     _, delivered, _ = case
     cfg = prop_cfg()
     idx = index_of(delivered, cfg)
-    prm = ref_params(cfg)
+    prm = health_params(cfg)
     for off in sorted(offsets):
         now = NOW + off
         assert_same(samples(idx, now), ref.compute(delivered, now, prm))
@@ -514,7 +494,7 @@ def test_generator_logs_through_every_family(seed):
     idx = index_of(messages, cfg)
     now = start + 1.5 * H
     got = samples(idx, now)
-    assert_same(got, ref.compute(messages, now, ref_params(cfg)))
+    assert_same(got, ref.compute(messages, now, health_params(cfg)))
     assert got[(P + "accounts_scored", lab())] == len({m["account_id"] for m in messages}) > 100
     low = idx.lowest(now, limit=5)
     assert len(low) == 5 and all(r["total"] <= low[-1]["total"] for r in low)

@@ -29,7 +29,7 @@ from stream_app.engine.revenue import (
 )
 from stream_app.engine.windows import WatermarkTracker
 from tests.reference import revenue_reference as ref
-from .family_harness import assert_same, lab, samples
+from tests.support.samples import assert_same, lab, samples
 
 DAY = 86400
 H = 3600

@@ -26,7 +26,7 @@ from stream_app.engine.usage import (
 )
 from stream_app.engine.windows import WatermarkTracker
 from tests.reference import usage_reference as ref
-from .family_harness import assert_same, lab, samples
+from tests.support.samples import assert_same, lab, samples
 
 T0 = datetime(2024, 1, 1, 8, 0, tzinfo=timezone.utc).timestamp()  # bucket-aligned
 H = 3600

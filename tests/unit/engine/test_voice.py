@@ -30,7 +30,7 @@ from stream_app.engine.voice import (
 )
 from stream_app.engine.windows import WatermarkTracker, window_label
 from tests.reference import voice_reference as ref
-from .family_harness import lab, samples
+from tests.support.samples import lab, samples
 
 DAY = 86400
 H = 3600

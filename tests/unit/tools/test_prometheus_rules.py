@@ -11,27 +11,18 @@ a missing promtool fails these tests rather than skipping them.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[3]
-RULES_DIR = ROOT / "deploy/prometheus/rules"
+from tests.support.dashboards import rule_files
+from tests.support.paths import ROOT
+
 TESTS_DIR = ROOT / "tests/promtool"
 RUNBOOK = ROOT / "docs/alerts.md"
-RULE_FILES = sorted(RULES_DIR.glob("*.yml"))
+RULE_FILES = rule_files()
 TEST_FILES = sorted(TESTS_DIR.glob("*.yml"))
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool not found: install Debian's `prometheus` package (scripts/bootstrap.sh does)")
-    return path
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:

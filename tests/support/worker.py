@@ -1,4 +1,5 @@
-"""Runs real ``stream-app worker`` processes for integration tests and reads their /metrics."""
+"""Real ``stream-app worker`` processes for integration tests: their environment, start/stop/kill,
+their /metrics, and polling helpers."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from stream_app.config import Settings
+from stream_app.events import TOPIC_SETTINGS
 
 
 def free_port() -> int:
@@ -22,8 +27,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def worker_env(stack, app_id: str, **overrides: object) -> dict[str, str]:
-    """STREAM_APP_* variables for one test's worker: its own app id and topics."""
+def worker_env(stack, app_id: str, *, topics: Mapping[str, str] | None = None, **overrides: object) -> dict[str, str]:
+    """STREAM_APP_* variables for one test's worker: its own app id and topics (named after the app
+    id, or ``topics``: event family -> topic), plus ``overrides`` (setting name -> value)."""
     env = {
         "STREAM_APP_KAFKA_BOOTSTRAP": stack.bootstrap,
         "STREAM_APP_REDIS_URL": stack.redis_url,
@@ -35,8 +41,15 @@ def worker_env(stack, app_id: str, **overrides: object) -> dict[str, str]:
         "STREAM_APP_TOPIC_DEADLETTER": f"{app_id}.deadletter",
         "STREAM_APP_TOPIC_PARTITIONS": "4",
     }
+    for family, topic in (topics or {}).items():
+        env[f"STREAM_APP_{TOPIC_SETTINGS[family].upper()}"] = topic
     env.update({f"STREAM_APP_{k.upper()}": str(v) for k, v in overrides.items()})
     return env
+
+
+def settings_of(env: dict[str, str]) -> Settings:
+    """The Settings a worker started with ``env`` reads."""
+    return Settings(**{k.removeprefix("STREAM_APP_").lower(): v for k, v in env.items() if k.startswith("STREAM_APP_")})
 
 
 class WorkerProcess:
@@ -140,3 +153,13 @@ def total(samples: dict[str, dict[tuple, float]], name: str, **labels: str) -> f
     """Sum of a sample's values over series matching the given labels."""
     want = set(labels.items())
     return sum(v for k, v in samples.get(name, {}).items() if want <= set(k))
+
+
+def caught_up(worker: WorkerProcess) -> bool:
+    """Committed offset == end offset on every input partition (counters restart with a process;
+    Kafka's offsets do not)."""
+    s = worker.samples()
+    ends = s.get("stream_app_faust_topic_partition_end_offset", {})
+    committed = s.get("stream_app_faust_topic_partition_offset_commited", {})
+    inputs = {k: v for k, v in ends.items() if not dict(k)["topic"].endswith("changelog")}
+    return bool(inputs) and all(committed.get(k, -1) >= v - 1 for k, v in inputs.items())
