@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pytest
@@ -18,7 +17,7 @@ from stream_app.engine.labels import LabelGuard, LabelRule
 from stream_app.engine.revenue import (
     AccountState,
     RevenueConfig,
-    RevenueIndex,
+    RevenueFamily,
     StepStore,
     account_signal,
     apply,
@@ -27,32 +26,32 @@ from stream_app.engine.revenue import (
     month_start,
     retention_until,
 )
-from stream_app.engine.windows import WatermarkTracker
 from tests.reference import revenue_reference as ref
-from tests.support.samples import assert_same, lab, samples
+from tests.support.engine import EngineRunner
+from tests.support.events import Ev
+from tests.support.references import plain, revenue_params
+from tests.support.samples import assert_same, lab, samples, state_derived
 
 DAY = 86400
 H = 3600
 P = "stream_app_revenue_"
-HUGE = 10**12  # keep_seconds that never compacts
+HUGE = 10**12
 
 
 def d(month, day, hour=0, minute=0, year=2024):
     return datetime(year, month, day, hour, minute, tzinfo=timezone.utc).timestamp()
 
 
-@dataclass
-class Ev:
-    """Duck-typed stand-in for a decoded event (the attributes apply() reads)."""
+def engine(cfg=None):
+    """The worker's engine step over accounts in a dict (watermark, eviction, compaction, expiry:
+    the real ones)."""
+    return EngineRunner(RevenueFamily(cfg or RevenueConfig()))
 
-    id: str
-    type: str
-    ts: float
-    data: dict = field(default_factory=dict)
 
-    @property
-    def subject(self):
-        return self.data["account_id"]
+def unbounded():
+    """A grace beyond any log: keep_seconds (horizon + one bucket) never compacts, and nothing is
+    too late, evicted or expired. What compaction and lateness are compared against."""
+    return RevenueConfig(grace_seconds=HUGE)
 
 
 def terms(eid, ts, acc, sub, plan, amount, currency="USD", interval="month", qty=1, changed=False):
@@ -88,45 +87,6 @@ def pay(eid, ts, acc, pid, amount=100, status="succeeded", currency="USD"):
                                                             currency=currency, status=status))
 
 
-class Engine:
-    """What the Faust agent does, minus Kafka: apply, diff contributions into the index."""
-
-    def __init__(self, cfg, tracker=False, keep=None):
-        self.cfg = cfg
-        self.keep = cfg.keep_seconds if keep is None else keep
-        self.index = RevenueIndex(cfg)
-        self.states: dict[str, AccountState] = {}
-        self.duplicates = 0
-        self.too_late = 0
-        self.tracker = WatermarkTracker(cfg.horizon, cfg.bucket_seconds) if tracker else None
-
-    def feed(self, events):
-        for e in events:
-            if self.tracker is not None and self.tracker.observe(0, e.ts):
-                self.too_late += 1
-            key = e.subject
-            old = self.states.get(key)
-            new, changed = apply(old, e, keep_seconds=self.keep)
-            if not changed:
-                self.duplicates += 1
-                continue
-            self.index.update(contributions(old, self.cfg) if old else [], contributions(new, self.cfg))
-            self.states[key] = AccountState.from_dict(json.loads(json.dumps(new.to_dict())))
-            if self.tracker is not None:
-                self.index.evict(self.tracker.cutoff())
-        return self
-
-
-def ref_params(cfg):
-    return dict(bucket=cfg.bucket_seconds, windows=cfg.windows, reporting=cfg.reporting_currency,
-                fx=dict(cfg.fx_rates), minor=dict(cfg.minor_units), default_minor=cfg.default_minor_unit,
-                trial_grace=cfg.trial_conversion_grace_seconds)
-
-
-def as_dict(e):
-    return dict(id=e.id, type=e.type, time=e.ts, data=e.data)
-
-
 # ----------------------------------------------------------------------------- hand-worked
 
 NOW = d(4, 10, 12, 30)  # current month = April 2024, previous = March 2024
@@ -134,8 +94,11 @@ NOW = d(4, 10, 12, 30)  # current month = April 2024, previous = March 2024
 
 def scenario():
     """Seven accounts; expected values are worked out in the tests below. Default config: USD
-    reporting, EUR 1.08, JPY 0.0064, KWD 3.26 USD; JPY has 0 decimals, KWD 3; XXX has no rate."""
-    return [
+    reporting, EUR 1.08, JPY 0.0064, KWD 3.26 USD; JPY has 0 decimals, KWD 3; XXX has no rate.
+    Delivered in event-time order, as a live feed brings them: the log spans three months, longer
+    than the horizon (30 d + 1 d grace), so D's January start arriving after B's April events
+    would be too late."""
+    return sorted([
         # A: USD monthly, growth 99.00 x 2 seats = 198.00; upgraded Apr 5 to business 299.00 x 2 = 598.00
         terms("a1", d(3, 2), "A", "a", "growth", 9900, qty=2),
         pay("a2", d(3, 2), "A", "pA1", 19800),
@@ -169,11 +132,11 @@ def scenario():
         terms("f2", d(4, 7), "F", "f", "starter", 2900),
         # G: trial Apr 1 -> Apr 15, not converted (yet)
         trial("g1", d(4, 1), "G", d(4, 15)),
-    ]
+    ], key=lambda e: e.ts)
 
 
 def test_current_mrr_by_plan_and_currency_with_minor_units_and_fx():
-    s = samples(Engine(RevenueConfig()).feed(scenario()).index, NOW)
+    s = samples(engine().feed(scenario()).index, NOW)
     # native, major units: A 2 x 299.00; C 1500 JPY; D 10.000 KWD; E 5.00 XXX; F 29.00; B cancelled
     assert s[(P + "mrr", lab(plan="business", currency="USD"))] == pytest.approx(598.0)
     assert s[(P + "mrr", lab(plan="starter", currency="JPY"))] == pytest.approx(1500.0)
@@ -194,7 +157,7 @@ def test_current_mrr_by_plan_and_currency_with_minor_units_and_fx():
 
 
 def test_movements_in_trailing_windows():
-    s = samples(Engine(RevenueConfig()).feed(scenario()).index, NOW)
+    s = samples(engine().feed(scenario()).index, NOW)
     mv = lambda m, w: s.get((P + "mrr_movements", lab(movement=m, window=w)), 0)  # noqa: E731
     amt = lambda m, w: s.get((P + "mrr_movement_amount", lab(movement=m, window=w)), 0)  # noqa: E731
     # 1h buckets; 7d holds buckets starting Apr 3 13:00 .. Apr 10 12:00; 30d from Mar 11 13:00
@@ -209,13 +172,13 @@ def test_movements_in_trailing_windows():
     assert (mv("reactivation", "30d"), amt("reactivation", "30d")) == (1, pytest.approx(32.6))
     assert mv("new", "30d") == 1  # A (Mar 2), E (Mar 5), B (Mar 10) are older than the window
     # C's scheduled churn (Apr 20) is not counted before it happens
-    fams = {f.name: f for f in Engine(RevenueConfig()).feed(scenario()).index.collect(NOW)}
+    fams = {f.name: f for f in engine().feed(scenario()).index.collect(NOW)}
     zero_series = [x for x in fams[P + "mrr_movements"].samples if x.value == 0]
     assert len(fams[P + "mrr_movements"].samples) == 10 and zero_series  # all movements x windows
 
 
 def test_calendar_month_periods():
-    s = samples(Engine(RevenueConfig()).feed(scenario()).index, NOW)
+    s = samples(engine().feed(scenario()).index, NOW)
 
     def v(name, period, **kw):
         return s.get((P + name, lab(period=period, **kw)), 0)
@@ -249,7 +212,7 @@ def test_calendar_month_periods():
 
 
 def test_lifetime_purchases_exclude_failed_and_refunded():
-    s = samples(Engine(RevenueConfig()).feed(scenario()).index, NOW)
+    s = samples(engine().feed(scenario()).index, NOW)
     # A: 2 purchases 31 days apart; B: its only payment refunded; C: one failed, one succeeded
     assert s[(P + "purchasing_accounts", lab())] == 2
     assert s[(P + "repeat_purchasing_accounts", lab())] == 1
@@ -258,7 +221,7 @@ def test_lifetime_purchases_exclude_failed_and_refunded():
 
 
 def test_scheduled_cancellation_takes_effect_when_its_time_passes():
-    idx = Engine(RevenueConfig()).feed(scenario()).index
+    idx = engine().feed(scenario()).index
     jpy = (P + "mrr", lab(plan="starter", currency="JPY"))
     churn7 = (P + "mrr_movements", lab(movement="churn", window="7d"))
     before = samples(idx, d(4, 20) - 1)
@@ -270,11 +233,11 @@ def test_scheduled_cancellation_takes_effect_when_its_time_passes():
     assert at[(P + "mrr_movement_amount", lab(movement="churn", window="7d"))] == pytest.approx(9.6)
     assert at[(P + "period_churned_accounts", lab(period="current_month"))] == 2  # B and C
     # reading back in time works (cursors rebuild)
-    assert samples(idx, NOW) == samples(Engine(RevenueConfig()).feed(scenario()).index, NOW)
+    assert samples(idx, NOW) == samples(engine().feed(scenario()).index, NOW)
 
 
 def test_month_rollover_moves_current_to_previous():
-    idx = Engine(RevenueConfig()).feed(scenario()).index
+    idx = engine().feed(scenario()).index
     s = samples(idx, d(5, 3))
     # May: start = A, D, E, F (B churned Apr 8, C Apr 20); April is now the previous month
     assert s[(P + "period_start_accounts", lab(period="current_month"))] == 4
@@ -285,7 +248,7 @@ def test_month_rollover_moves_current_to_previous():
 
 def test_downgrade_to_zero_price_is_churn_and_back_is_reactivation():
     cfg = RevenueConfig()
-    e = Engine(cfg).feed([
+    e = engine(cfg).feed([
         terms("1", d(4, 1), "Z", "z", "growth", 5000),
         terms("2", d(4, 3), "Z", "z", "free", 0, changed=True),
         terms("3", d(4, 5), "Z", "z", "growth", 5000, changed=True),
@@ -298,7 +261,7 @@ def test_downgrade_to_zero_price_is_churn_and_back_is_reactivation():
 
 def test_two_subscriptions_churn_only_when_the_last_ends():
     cfg = RevenueConfig()
-    e = Engine(cfg).feed([
+    e = engine(cfg).feed([
         terms("1", d(4, 1), "Y", "y1", "growth", 5000),
         terms("2", d(4, 2), "Y", "y2", "addon", 1000),
         ended("3", d(4, 3), "Y", "y1"),
@@ -314,8 +277,8 @@ def test_two_subscriptions_churn_only_when_the_last_ends():
 
 
 def test_account_signal_for_customer_health():
-    e = Engine(RevenueConfig()).feed(scenario())
-    sig = {k: account_signal(st_, NOW) for k, st_ in e.states.items()}
+    e = engine().feed(scenario())
+    sig = {k: account_signal(st_, NOW) for k, st_ in e.entities.items()}
     assert sig["A"]["mrr"] == pytest.approx(598.0) and sig["A"]["paying"] and not sig["A"]["churned"]
     assert sig["A"]["plan"] == "business" and not sig["A"]["renewal_due_soon"]  # renewed Apr 2
     assert sig["B"]["churned"] and sig["B"]["mrr"] == 0
@@ -325,42 +288,47 @@ def test_account_signal_for_customer_health():
     assert not sig["D"]["churned"] and sig["D"]["mrr"] == pytest.approx(32.6)  # reactivated
     assert sig["G"]["trialing"] and not sig["G"]["paying"]
     assert not sig["F"]["trialing"]  # converted
-    later = account_signal(e.states["C"], d(4, 21))
+    later = account_signal(e.entities["C"], d(4, 21))
     assert later["churned"] and not later["renewal_due_soon"] and not later["cancel_pending"]
-    assert account_signal(e.states["C"], d(5, 1))["contracted_recently"] is False  # Mar 20 + 30 d passed
+    assert account_signal(e.entities["C"], d(5, 1))["contracted_recently"] is False  # Mar 20 + 30 d passed
     only_payment, _ = apply(None, pay("x", NOW, "Q", "p"))
     assert account_signal(only_payment, NOW) is None
 
 
 def test_retention_until():
     cfg = RevenueConfig()
-    e = Engine(cfg).feed(scenario())
-    assert retention_until(e.states["A"], cfg) is None  # paid: kept (compacted) for reactivations
-    assert retention_until(e.states["B"], cfg) is None
-    g = retention_until(e.states["G"], cfg)  # trial only: until its trial end + keep - horizon
+    e = engine(cfg).feed(scenario())
+    assert retention_until(e.entities["A"], cfg) is None  # paid: kept (compacted) for reactivations
+    assert retention_until(e.entities["B"], cfg) is None
+    g = retention_until(e.entities["G"], cfg)  # trial only: until its trial end + keep - horizon
     assert g == d(4, 15) + cfg.keep_seconds - cfg.horizon
 
 
 # ----------------------------------------------------------------------------- ordering, duplicates, lateness
 
 
-@pytest.mark.parametrize("keep", [HUGE, None])
-def test_duplicates_and_any_order_give_the_same_state_and_index(keep):
-    cfg = RevenueConfig()
+@pytest.mark.parametrize("compacting", [False, True])
+def test_duplicates_and_any_order_give_the_same_state_and_index(compacting):
+    cfg = RevenueConfig if compacting else unbounded
     evs = scenario()  # D's first event (Jan 10) is older than keep_seconds before D's newest (Apr 2)
-    base = Engine(cfg, keep=keep).feed(evs)
-    if keep is None:
-        assert base.states["D"].compacted is not None and "d1" not in base.states["D"].facts
+    base = engine(cfg()).feed(evs)
+    if compacting:
+        assert base.entities["D"].compacted is not None and "d1" not in base.entities["D"].facts
     expected = samples(base.index, NOW)
     rnd = random.Random(5)
     for _ in range(15):
         shuffled = evs + rnd.sample(evs, 5)
         rnd.shuffle(shuffled)
-        e = Engine(cfg, keep=keep).feed(shuffled)
-        if keep == HUGE:  # a folded event's id is forgotten: its redelivery is folded again (idempotent)
+        e = engine(cfg()).feed(shuffled)
+        if not compacting:  # a folded event's id is forgotten: its redelivery is folded again (idempotent)
             assert e.duplicates == 5
-        assert {k: s.to_dict() for k, s in e.states.items()} == {k: s.to_dict() for k, s in base.states.items()}
-        assert_same(samples(e.index, NOW), expected)
+        assert e.stored() == base.stored()
+        if compacting:
+            # events older than the compaction point are older than the horizon too: arriving after
+            # newer ones they are too late, refused and counted as they arrive
+            assert_same(state_derived(samples(e.index, NOW)), state_derived(expected))
+        else:
+            assert_same(samples(e.index, NOW), expected)
 
 
 def test_apply_is_pure_and_rejects_other_families():
@@ -378,7 +346,7 @@ def test_apply_is_pure_and_rejects_other_families():
 
 def test_late_event_within_grace_and_too_late_event():
     cfg = RevenueConfig()  # horizon = 30 d + 1 d grace, 1 h buckets
-    e = Engine(cfg, tracker=True).feed([terms("n", d(4, 10), "N", "n", "growth", 1000)])
+    e = engine(cfg).feed([terms("n", d(4, 10), "N", "n", "growth", 1000)])
     e.feed([terms("l", d(4, 2), "L", "l", "growth", 2000)])  # 8 days late: inside the horizon
     assert e.too_late == 0
     s = samples(e.index, d(4, 10))
@@ -397,13 +365,13 @@ def test_late_event_within_grace_and_too_late_event():
 
 def test_rebuild_from_states_equals_incremental_index():
     cfg = RevenueConfig()
-    e = Engine(cfg).feed(scenario())
-    fresh = RevenueIndex(cfg)
-    assert fresh.rebuild(e.states.values()) == d(4, 8)
+    e = engine(cfg).feed(scenario())
+    fresh = e.rebuilt()
+    assert fresh.tracker.watermark() == d(4, 8)  # seeded with the newest event time of the states
     for now in (NOW, d(4, 20), d(5, 2)):
-        assert samples(fresh, now) == samples(e.index, now)
+        assert samples(fresh.index, now) == samples(e.index, now)
     # retracting every account empties every store
-    for st_ in e.states.values():
+    for st_ in e.entities.values():
         e.index.retract(contributions(st_, cfg))
     left = {k: v for k, v in samples(e.index, NOW).items() if not k[0].endswith("_info")}
     assert left == {}
@@ -412,8 +380,8 @@ def test_rebuild_from_states_equals_incremental_index():
 def test_state_round_trip_and_labels():
     guard = LabelGuard.with_overrides(currency=LabelRule(allow=frozenset({"USD"})), plan=LabelRule(cap=1))
     cfg = RevenueConfig(labels=guard)
-    e = Engine(cfg).feed(scenario())
-    for s in e.states.values():
+    e = engine(cfg).feed(scenario())
+    for s in e.entities.values():
         assert AccountState.from_dict(json.loads(json.dumps(s.to_dict()))) == s
     keys = samples(e.index, NOW)
     currencies = {dict(k[1])["currency"] for k in keys if k[0] == P + "mrr"}
@@ -427,13 +395,13 @@ def test_state_round_trip_and_labels():
 
 def test_reporting_currency_is_rebased():
     cfg = RevenueConfig(reporting_currency="EUR")
-    s = samples(Engine(cfg).feed([terms("1", d(4, 1), "A", "a", "p", 10800)]).index, d(4, 2))
+    s = samples(engine(cfg).feed([terms("1", d(4, 1), "A", "a", "p", 10800)]).index, d(4, 2))
     assert s[(P + "mrr_reporting", lab(plan="p"))] == pytest.approx(100.0)  # 108 USD / 1.08
     assert s[(P + "reporting_currency_info", lab(currency="EUR"))] == 1
 
 
 def test_exposition_renders():
-    idx = Engine(RevenueConfig()).feed(scenario()).index
+    idx = engine().feed(scenario()).index
 
     class C:
         def collect(self):
@@ -489,23 +457,25 @@ def test_state_stays_bounded_and_compaction_changes_no_metric():
     cfg = RevenueConfig()
     evs, end = years_of_renewals()
     evs += [terms("x1", end - 40 * DAY, "X", "x", "growth", 1000), ended("x2", end - 3 * DAY, "X", "x")]
-    compacted = Engine(cfg).feed(evs)
-    full = Engine(cfg, keep=HUGE).feed(evs)
-    st_ = compacted.states["R"]
+    evs.sort(key=lambda e: e.ts)  # as a live feed brings them (x1 after R's newest would be too late)
+    compacted = engine(cfg).feed(evs)
+    full = engine(unbounded()).feed(evs)
+    st_ = compacted.entities["R"]
     assert len(st_.facts) <= 3 * (cfg.keep_seconds // (30 * DAY) + 2)  # ~ 2 months of facts
     assert len(json.dumps(st_.to_dict())) < 4000
-    assert len(full.states["R"].facts) == len([e for e in evs if e.subject == "R"])
+    assert len(full.entities["R"].facts) == len([e for e in evs if e.subject == "R"])
     for now in (end + 1, end + 10 * DAY, end + 45 * DAY):
         assert_same(samples(compacted.index, now), samples(full.index, now))
     # and in any arrival order (late events older than the compaction point are folded)
     rnd = random.Random(3)
     shuffled = list(evs)
     rnd.shuffle(shuffled)
-    other = Engine(cfg).feed(shuffled)
-    assert other.states["R"].to_dict() == st_.to_dict()
-    assert_same(samples(other.index, end + 1), samples(compacted.index, end + 1))
+    other = engine(cfg).feed(shuffled)
+    assert other.entities["R"].to_dict() == st_.to_dict()
+    # (the shuffled log's too-late events are refused and counted as they arrive)
+    assert_same(state_derived(samples(other.index, end + 1)), samples(compacted.index, end + 1))
     # a churned account comes back years later: reactivation, although its start was folded
-    back = Engine(cfg).feed(evs + [cancel("c", end + DAY, "R", "r"),
+    back = engine(cfg).feed(evs + [cancel("c", end + DAY, "R", "r"),
                                    terms("z", end + 400 * DAY, "R", "r2", "growth", 100)])
     s = samples(back.index, end + 400 * DAY)
     assert s[(P + "mrr_movements", lab(movement="reactivation", window="7d"))] == 1
@@ -573,29 +543,37 @@ def test_index_matches_reference_for_any_order_and_duplicates(case):
     log, delivered, now = case
     cfg = RevenueConfig()
     evs = [Ev(e["id"], e["type"], e["time"], e["data"]) for e in delivered]
-    exp = ref.compute(delivered, now, ref_params(cfg))
-    engine = Engine(cfg, keep=HUGE).feed(evs)
-    got = samples(engine.index, now)
+    exp = ref.compute(delivered, now, revenue_params(cfg))
+    run = engine(unbounded()).feed(evs)
+    got = samples(run.index, now)
     assert_same(got, exp)
-    rebuilt = RevenueIndex(cfg)
-    rebuilt.rebuild(engine.states.values())
-    assert_same(samples(rebuilt, now), got)
-    if now >= max(e["time"] for e in log):  # compaction is exact from the newest event on
-        assert_same(drop_purchases(samples(Engine(cfg).feed(evs).index, now)), drop_purchases(exp))
+    assert_same(samples(run.rebuilt().index, now), got)
+    if now >= max(e["time"] for e in log):  # compaction is exact from the newest event on...
+        live = sorted(evs, key=lambda e: e.ts)  # ...for a live feed (lateness: tests above)
+        assert_same(exact_part(samples(engine(cfg).feed(live).index, now)), exact_part(exp))
 
 
-PURCHASES = ("purchasing_accounts", "repeat_purchasing_accounts", "purchase_gaps", "purchase_gap_seconds_sum")
+# What a compacting, expiring engine does not match exactly (documented): lifetime purchase counts
+# are approximate once folded (a payment id seen twice beyond the compaction point, or refunded after
+# it, is not matched any more); accounts_tracked counts the states held, and expiry deletes an
+# account that affects no metric any more, which the reference keeps counting.
+APPROXIMATE = ("purchasing_accounts", "repeat_purchasing_accounts", "purchase_gaps", "purchase_gap_seconds_sum",
+               "accounts_tracked")
 
 
-def drop_purchases(x):
-    """Lifetime purchase counts are approximate once folded (documented): a payment id seen twice
-    beyond the compaction point, or refunded after it, is not matched any more."""
-    return {k: v for k, v in x.items() if k[0][len(P):] not in PURCHASES}
+def exact_part(x):
+    """The samples a compacting engine gets exactly right."""
+    return {k: v for k, v in x.items() if k[0][len(P):] not in APPROXIMATE}
 
 
 @st.composite
 def long_logs(draw):
+    """Months of events as a live feed delivers them: in event-time order but for swaps within the
+    grace (a day), with redeliveries. (Over months, an arbitrary order is mostly too-late events:
+    refused windows, and an account expired before its late event arrives is re-created from it.)"""
     log, delivered, _ = draw(event_logs(span_days=200))
+    rnd = draw(st.randoms(use_true_random=False))
+    delivered = sorted(delivered, key=lambda e: (e["time"] + rnd.uniform(0, DAY - H), e["id"]))
     last = max(e["time"] for e in log)
     return log, delivered, last + draw(st.integers(0, 40 * DAY))
 
@@ -605,9 +583,9 @@ def long_logs(draw):
 def test_compacted_state_matches_reference_over_long_logs(case):
     log, delivered, now = case
     cfg = RevenueConfig()
-    engine = Engine(cfg).feed([Ev(e["id"], e["type"], e["time"], e["data"]) for e in delivered])
-    assert_same(drop_purchases(samples(engine.index, now)),
-                drop_purchases(ref.compute(delivered, now, ref_params(cfg))))
+    run = engine(cfg).feed([Ev(e["id"], e["type"], e["time"], e["data"]) for e in delivered])
+    assert_same(exact_part(samples(run.index, now)),
+                exact_part(ref.compute(delivered, now, revenue_params(cfg))))
 
 
 # ----------------------------------------------------------------------------- generator logs
@@ -629,14 +607,12 @@ def decoded_subscriptions(seed, start, duration, rate, profile, faults=None):
 
 
 def check_against_reference(decoded, nows, cfg):
-    dicts = [dict(id=e.id, type=e.type, time=e.ts,
-                  data={k: (v.timestamp() if isinstance(v, datetime) else v) for k, v in e.data.model_dump().items()})
-             for e in decoded]
-    engine = Engine(cfg).feed(decoded)
-    assert engine.duplicates == len(decoded) - len({e.id for e in decoded})
+    dicts = [plain(e) for e in decoded]
+    run = engine(cfg).feed(decoded)
+    assert run.duplicates == len(decoded) - len({e.id for e in decoded})
     for now in nows:
-        got = samples(engine.index, now)
-        assert_same(got, ref.compute(dicts, now, ref_params(cfg)))
+        got = samples(run.index, now)
+        assert_same(got, ref.compute(dicts, now, revenue_params(cfg)))
     return got
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 
 import pytest
@@ -18,28 +17,19 @@ from stream_app.engine.support import (
     BusinessCalendar,
     SlaTarget,
     SupportConfig,
-    SupportIndex,
+    SupportFamily,
     TicketState,
     apply,
-    contributions,
     derive,
 )
-from stream_app.engine.windows import WatermarkTracker
 from tests.reference import support_reference as ref
+from tests.support.engine import EngineRunner
+from tests.support.events import Ev
+from tests.support.references import support_params
 from tests.support.samples import assert_same, lab, samples
 
 T0 = datetime(2024, 1, 1, 8, 0, tzinfo=timezone.utc).timestamp()  # Monday 08:00 UTC, bucket-aligned
 H = 3600
-
-
-@dataclass
-class Ev:
-    """Duck-typed stand-in for a decoded event (the same attributes apply() reads)."""
-
-    id: str
-    type: str
-    ts: float
-    data: dict = field(default_factory=dict)
 
 
 def ev(eid, etype, ts, ticket="A", **data):
@@ -69,33 +59,9 @@ def make_cfg(**kw):
     return SupportConfig(**kw)
 
 
-class Engine:
-    """What the Faust agent does, minus Kafka: apply, diff contributions into the index."""
-
-    def __init__(self, cfg, horizon_tracker=False):
-        self.cfg = cfg
-        self.index = SupportIndex(cfg)
-        self.states: dict[str, TicketState] = {}
-        self.duplicates = 0
-        self.too_late = 0
-        self.tracker = WatermarkTracker(cfg.horizon, cfg.bucket_seconds) if horizon_tracker else None
-
-    def feed(self, events):
-        for e in events:
-            if self.tracker is not None and self.tracker.observe(0, e.ts):
-                self.too_late += 1  # counted, and the state below is still updated
-            tid = e.subject if hasattr(e, "subject") else e.data["ticket_id"]  # Kafka key = subject
-            old = self.states.get(tid)
-            new, changed = apply(old, e)
-            if not changed:
-                self.duplicates += 1
-                continue
-            self.index.update(contributions(old, self.cfg) if old else [], contributions(new, self.cfg))
-            # round-trip through JSON as the Faust table would
-            self.states[tid] = TicketState.from_dict(json.loads(json.dumps(new.to_dict())))
-            if self.tracker is not None:
-                self.index.evict(self.tracker.cutoff())
-        return self
+def engine(cfg):
+    """The worker's engine step over tickets in a dict (watermark, eviction: the real ones)."""
+    return EngineRunner(SupportFamily(cfg))
 
 
 P = "stream_app_support_"
@@ -138,7 +104,7 @@ NOW = T0 + 15600
 
 def test_hand_worked_metrics():
     cfg = make_cfg()
-    s = samples(Engine(cfg).feed(scenario()).index, NOW)
+    s = samples(engine(cfg).feed(scenario()).index, NOW)
     A = dict(team="t1", channel="email", priority="high")
     B = dict(team="t2", channel="chat", priority="urgent")
     C = dict(team="t1", channel="web", priority="normal")
@@ -211,7 +177,7 @@ def test_hand_worked_metrics():
 
 def test_sla_clock_moves_with_the_wall_clock():
     cfg = make_cfg()
-    idx = Engine(cfg).feed([created("x", T0, "X", priority="urgent")]).index  # first reply target 1800
+    idx = engine(cfg).feed([created("x", T0, "X", priority="urgent")]).index  # first reply target 1800
     D = dict(team="t1", channel="email", priority="urgent")
     assert (P + "sla_at_risk_tickets", lab(**D, target="first_reply")) not in samples(idx, T0 + 1439)
     assert samples(idx, T0 + 1440)[(P + "sla_at_risk_tickets", lab(**D, target="first_reply"))] == 1
@@ -228,7 +194,7 @@ def test_sla_clock_moves_with_the_wall_clock():
     assert key not in samples(idx, T0 + 1800 + 3600)  # ...and now it has left
     assert samples(idx, T0 + 1800 + 3600)[key[:1] + (lab(**D, target="first_reply", window="24h"),)] == 1
     # the reply comes late: the running clock stops, the breach stays (counted at T0+1800)
-    e = Engine(cfg).feed([created("x", T0, "X", priority="urgent"), reply("y", T0 + 2000, "X")])
+    e = engine(cfg).feed([created("x", T0, "X", priority="urgent"), reply("y", T0 + 2000, "X")])
     s = samples(e.index, T0 + 2100)
     assert s[(P + "sla_breaches", lab(**D, target="first_reply", window="1h"))] == 1
     assert (P + "sla_breached_tickets", lab(**D, target="first_reply")) not in s
@@ -238,7 +204,7 @@ def test_sla_clock_moves_with_the_wall_clock():
 
 def test_backlog_series_reads_zero_once_emptied():
     cfg = make_cfg()
-    e = Engine(cfg).feed([created("x", T0, "X"), solved("y", T0 + 60, "X")])
+    e = engine(cfg).feed([created("x", T0, "X"), solved("y", T0 + 60, "X")])
     fam = {f.name: f for f in e.index.collect(T0 + 120)}[P + "backlog_tickets"]
     assert [(s.labels["status"], s.value) for s in fam.samples] == [("new", 0)]
 
@@ -249,9 +215,9 @@ def test_backlog_series_reads_zero_once_emptied():
 def test_reply_before_created_resolves_when_created_arrives():
     cfg = make_cfg()
     evs = [created("c", T0, "A"), reply("r", T0 + 300, "A")]
-    in_order = Engine(cfg).feed(evs)
-    reversed_ = Engine(cfg).feed(list(reversed(evs)))
-    assert in_order.states["A"].to_dict() == reversed_.states["A"].to_dict()
+    in_order = engine(cfg).feed(evs)
+    reversed_ = engine(cfg).feed(list(reversed(evs)))
+    assert in_order.stored() == reversed_.stored()
     assert samples(in_order.index, T0 + 600) == samples(reversed_.index, T0 + 600)
     key = (P + "first_response_seconds_gsum", lab(team="t1", channel="email", priority="normal", window="1h"))
     assert samples(reversed_.index, T0 + 600)[key] == 300
@@ -270,9 +236,9 @@ def test_duplicate_delivery_is_a_no_op():
     s0, ok0 = apply(None, created("c", T0, "A"))
     s1, ok1 = apply(s0, created("c", T0, "A"))
     assert ok0 and not ok1 and s1 is s0
-    e = Engine(cfg).feed(scenario() + scenario())
+    e = engine(cfg).feed(scenario() + scenario())
     assert e.duplicates == len(scenario())
-    assert samples(e.index, NOW) == samples(Engine(cfg).feed(scenario()).index, NOW)
+    assert samples(e.index, NOW) == samples(engine(cfg).feed(scenario()).index, NOW)
 
 
 def test_apply_is_pure():
@@ -284,7 +250,7 @@ def test_apply_is_pure():
 
 def test_late_event_within_grace_lands_in_its_own_window():
     cfg = make_cfg()
-    e = Engine(cfg, horizon_tracker=True).feed([created("n", T0 + 10 * H, "N")])
+    e = engine(cfg).feed([created("n", T0 + 10 * H, "N")])
     late = created("l", T0 + 10 * H - 2 * H, "L", team="t2")  # 2 h older than the watermark
     e.feed([late])
     assert e.too_late == 0
@@ -296,7 +262,7 @@ def test_late_event_within_grace_lands_in_its_own_window():
 
 def test_too_late_event_is_counted_and_its_state_still_updated():
     cfg = make_cfg()  # horizon = 24h + 1h grace
-    e = Engine(cfg, horizon_tracker=True).feed([created("n", T0 + 30 * H, "N")])
+    e = engine(cfg).feed([created("n", T0 + 30 * H, "N")])
     # cutoff = bucket_start(T0 + 30h - 25h) = T0 + 5h; an event at T0 + 4h is too late
     e.feed([created("old", T0 + 4 * H, "OLD", team="t2")])
     assert e.too_late == 1
@@ -317,18 +283,16 @@ def test_too_late_event_is_counted_and_its_state_still_updated():
 
 
 def test_rebuild_from_states_equals_incremental_index():
-    cfg = make_cfg()
-    e = Engine(cfg).feed(scenario())
-    fresh = SupportIndex(cfg)
-    high = fresh.rebuild(e.states.values())
-    assert high == T0 + 14100
-    assert samples(fresh, NOW) == samples(e.index, NOW)
+    e = engine(make_cfg()).feed(scenario())
+    fresh = e.rebuilt()
+    assert fresh.tracker.watermark() == T0 + 14100  # seeded with the newest event time of the states
+    assert samples(fresh.index, NOW) == samples(e.index, NOW)
 
 
 def test_label_caps_apply_to_every_metric():
     guard = LabelGuard.with_overrides(team=LabelRule(cap=1))
     cfg = make_cfg(labels=guard)
-    e = Engine(cfg).feed([created("1", T0, "X", team="alpha"), created("2", T0, "Y", team="beta")])
+    e = engine(cfg).feed([created("1", T0, "X", team="alpha"), created("2", T0, "Y", team="beta")])
     teams = {dict(k[1]).get("team") for k in samples(e.index, T0 + 60) if "team" in dict(k[1])}
     assert teams == {"alpha", "other"}
 
@@ -346,7 +310,7 @@ def test_state_round_trip_and_version():
 
 def test_exposition_renders():
     cfg = make_cfg()
-    idx = Engine(cfg).feed(scenario()).index
+    idx = engine(cfg).feed(scenario()).index
 
     class C:
         def collect(self):
@@ -460,24 +424,13 @@ def event_logs(draw):
     return log, delivered, now
 
 
-def ref_params(cfg):
-    return dict(
-        bucket=cfg.bucket_seconds,
-        volume_windows=cfg.volume_windows,
-        windows=cfg.windows,
-        edges_first_response=cfg.first_response_edges,
-        edges_resolution=cfg.full_resolution_edges,
-        edges_handle=cfg.handle_time_edges,
-        targets={p: (t.first_reply_seconds, t.resolution_seconds) for p, t in cfg.sla_targets.items()},
-        at_risk=cfg.at_risk_fraction,
-        calendars={"t1": PARIS_REF},
-    )
-
-
 def prop_cfg():
+    # The grace covers the whole log (three days): nothing is too late, so any arrival order gives
+    # the same index at any ``now``. Lateness has its own tests above.
     return SupportConfig(
         calendars={"t1": PARIS},
         sla_targets={"urgent": SlaTarget(1800, 4 * H), "high": SlaTarget(3600, None), "normal": SlaTarget(4 * H, 24 * H)},
+        grace_seconds=4 * 86400,
     )
 
 
@@ -486,24 +439,22 @@ def prop_cfg():
 def test_index_matches_reference_for_any_order_and_duplicates(case):
     log, delivered, now = case
     cfg = prop_cfg()
-    engine = Engine(cfg).feed([Ev(e["id"], e["type"], e["time"], e["data"]) for e in delivered])
-    got = samples(engine.index, now)
-    assert_same(got, ref.compute(delivered, now, ref_params(cfg)))
+    run = engine(cfg).feed([Ev(e["id"], e["type"], e["time"], e["data"]) for e in delivered])
+    got = samples(run.index, now)
+    assert_same(got, ref.compute(delivered, now, support_params(cfg, {"t1": PARIS_REF})))
     # retract/add equivalence: the incrementally maintained index == one built from final states
-    rebuilt = SupportIndex(cfg)
-    rebuilt.rebuild(engine.states.values())
-    assert_same(samples(rebuilt, now), got)
+    assert_same(samples(run.rebuilt().index, now), got)
 
 
 def test_random_orderings_give_identical_index():
     cfg = make_cfg()
     evs = scenario()
-    expected = samples(Engine(cfg).feed(evs).index, NOW)
+    expected = samples(engine(cfg).feed(evs).index, NOW)
     rnd = random.Random(7)
     for _ in range(20):
         shuffled = evs + rnd.sample(evs, 4)
         rnd.shuffle(shuffled)
-        assert_same(samples(Engine(cfg).feed(shuffled).index, NOW), expected)
+        assert_same(samples(engine(cfg).feed(shuffled).index, NOW), expected)
 
 
 def test_real_decoded_events_drive_the_engine():
@@ -521,7 +472,7 @@ def test_real_decoded_events_drive_the_engine():
         wire("s1", "ticket.solved", "2024-01-01T09:30:00Z", {"agent_id": None, "time_spent_seconds": None}),
     ]
     cfg = make_cfg()
-    e = Engine(cfg).feed([events.decode_event(r, now=T0 + 86400) for r in raw])
+    e = engine(cfg).feed([events.decode_event(r, now=T0 + 86400) for r in raw])
     s = samples(e.index, T0 + 2 * H)
     who = dict(team="t1", channel="chat", priority="high", window="1h")
     assert s[(P + "first_response_seconds_gsum", lab(**who))] == 1200  # 09:00 -> 09:20

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import pytest
@@ -17,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from stream_app.engine.labels import LabelGuard, LabelRule
 from stream_app.engine.usage import (
     UsageConfig,
+    UsageFamily,
     UsageIndex,
     UserState,
     account_signal,
@@ -24,24 +24,16 @@ from stream_app.engine.usage import (
     contributions,
     retention_until,
 )
-from stream_app.engine.windows import WatermarkTracker
 from tests.reference import usage_reference as ref
-from tests.support.samples import assert_same, lab, samples
+from tests.support.engine import EngineRunner
+from tests.support.events import Ev
+from tests.support.references import usage_params
+from tests.support.samples import assert_same, lab, samples, state_derived
 
 T0 = datetime(2024, 1, 1, 8, 0, tzinfo=timezone.utc).timestamp()  # bucket-aligned
 H = 3600
 D = 86400
 P = "stream_app_usage_"
-
-
-@dataclass
-class Ev:
-    """Duck-typed stand-in for a decoded event (the attributes apply() reads)."""
-
-    id: str
-    type: str
-    ts: float
-    data: dict = field(default_factory=dict)
 
 
 def signup(eid, ts, user, acc="acc"):
@@ -66,49 +58,13 @@ def feat(eid, ts, user, feature, sid=None, acc="acc"):
                                                           "feature": feature})
 
 
-class Engine:
-    """What the shell does, minus Kafka: apply, diff contributions into the index."""
-
-    def __init__(self, cfg, tracker=False):
-        self.cfg = cfg
-        self.index = UsageIndex(cfg)
-        self.states: dict[str, UserState] = {}
-        self.duplicates = 0
-        self.too_late = 0
-        self.tracker = WatermarkTracker(cfg.horizon, cfg.bucket_seconds) if tracker else None
-
-    def feed(self, events):
-        for e in events:
-            if self.tracker is not None and self.tracker.observe(0, e.ts):
-                self.too_late += 1
-            uid = e.subject if hasattr(e, "subject") else e.data["user_id"]  # Kafka key = subject
-            old = self.states.get(uid)
-            new, changed = apply(old, e, self.cfg)
-            if not changed:
-                self.duplicates += 1
-                continue
-            self.index.update(contributions(old, self.cfg) if old else [], contributions(new, self.cfg))
-            self.states[uid] = UserState.from_dict(json.loads(json.dumps(new.to_dict())))  # as the table does
-            if self.tracker is not None:
-                self.index.evict(self.tracker.cutoff())
-        return self
-
-
-def ref_params(cfg):
-    return dict(
-        bucket=cfg.bucket_seconds,
-        active_windows=cfg.active_windows,
-        session_windows=cfg.session_windows,
-        feature_windows=cfg.feature_windows,
-        known_seconds=cfg.known_seconds,
-        idle=cfg.idle_timeout_seconds,
-        adoption=cfg.adoption_seconds,
-        edges=cfg.session_edges,
-    )
+def engine(cfg):
+    """The worker's engine step over users in a dict (watermark, eviction, expiry: the real ones)."""
+    return EngineRunner(UsageFamily(cfg))
 
 
 def as_dicts(events):
-    return [dict(id=e.id, type=e.type, time=e.ts, data=e.data) for e in events]
+    return [e.as_reference() for e in events]
 
 
 # ----------------------------------------------------------------------------- hand-worked
@@ -117,8 +73,10 @@ NOW = T0 + 4 * H
 
 
 def scenario():
-    """Five users; expected values worked out in test_hand_worked_metrics."""
-    return [
+    """Five users; expected values worked out in test_hand_worked_metrics. Delivered in event-time
+    order, as a live feed brings them: U4's session (10 d old) arriving after U3's newest event
+    would be older than the session store's horizon (7 d + 1 h) and refused as too late."""
+    return sorted([
         # U1 signs up and has one web session closed by a logout: T0+60 .. T0+1200
         signup("u1-0", T0, "U1", acc="acc1"),
         login("u1-1", T0 + 60, "U1", "S1", "web", acc="acc1"),
@@ -138,12 +96,12 @@ def scenario():
         logout("u4-2", T0 - 10 * D + 600, "U4", "S4"),
         # U5: signed up, never active
         signup("u5-0", T0 + H, "U5"),
-    ]
+    ], key=lambda e: e.ts)
 
 
 def test_hand_worked_metrics():
     cfg = UsageConfig()
-    s = samples(Engine(cfg).feed(scenario()).index, NOW)
+    s = samples(engine(cfg).feed(scenario()).index, NOW)
 
     # DAU: last activity in the 24h window: U1 (T0+1200), U2 (T0+3h05), U3 (NOW-300) -> 3.
     # WAU: the same 3 (U3's API call 2 days ago is not a second count). MAU adds U4 (10 d ago) -> 4.
@@ -193,21 +151,21 @@ def test_hand_worked_metrics():
     assert s[(P + "user_feature_pairs", lab(window="7d"))] == 4
     assert s[(P + "users_tracked", lab())] == 5
     # and the independent reference agrees on every sample
-    assert_same(s, ref.compute(as_dicts(scenario()), NOW, ref_params(cfg)))
+    assert_same(s, ref.compute(as_dicts(scenario()), NOW, usage_params(cfg)))
 
 
 def test_account_signal():
-    e = Engine(UsageConfig()).feed(scenario())
-    assert account_signal(e.states["U1"], NOW) == {
+    e = engine(UsageConfig()).feed(scenario())
+    assert account_signal(e.entities["U1"], NOW) == {
         "account_id": "acc1", "last_active_ts": T0 + 1200, "sessions_7d": 1, "features_30d": 2,
     }
     # U3: the API call counts as a feature (2 days ago), one session
-    assert account_signal(e.states["U3"], NOW) == {
+    assert account_signal(e.entities["U3"], NOW) == {
         "account_id": "acc3", "last_active_ts": NOW - 300, "sessions_7d": 1, "features_30d": 2,
     }
     # U4's session started 10 days ago: not in the 7 days
-    assert account_signal(e.states["U4"], NOW)["sessions_7d"] == 0
-    assert account_signal(e.states["U5"], NOW) == {
+    assert account_signal(e.entities["U4"], NOW)["sessions_7d"] == 0
+    assert account_signal(e.entities["U5"], NOW) == {
         "account_id": "acc", "last_active_ts": None, "sessions_7d": 0, "features_30d": 0,
     }
     st_, _ = apply(None, hb("x", T0, "U9", "S"))  # heartbeats carry no account
@@ -221,7 +179,7 @@ def test_account_signal():
 
 def test_idle_session_ends_with_the_wall_clock():
     cfg = UsageConfig()
-    idx = Engine(cfg).feed([login("a", T0, "U", "S", "desktop"), hb("b", T0 + 300, "U", "S")]).index
+    idx = engine(cfg).feed([login("a", T0, "U", "S", "desktop"), hb("b", T0 + 300, "U", "S")]).index
     key_open = (P + "open_sessions", lab(client="desktop"))
     key_n = (P + "session_duration_seconds_gcount", lab(client="desktop", window="1h"))
     s = samples(idx, T0 + 300 + 1800)  # idle exactly the timeout: still open
@@ -233,7 +191,7 @@ def test_idle_session_ends_with_the_wall_clock():
     assert key_n not in samples(idx, T0 + 300 + H)
     assert samples(idx, T0 + 300 + H)[(P + "session_duration_seconds_gcount", lab(client="desktop", window="24h"))] == 1
     # a heartbeat after 20 min reopens the idle clock
-    e = Engine(cfg).feed([login("a", T0, "U", "S", "desktop"), hb("b", T0 + 300, "U", "S"),
+    e = engine(cfg).feed([login("a", T0, "U", "S", "desktop"), hb("b", T0 + 300, "U", "S"),
                           hb("c", T0 + 1500, "U", "S")])
     assert samples(e.index, T0 + 300 + 1801)[key_open] == 1
 
@@ -251,7 +209,7 @@ def test_a_later_event_of_the_user_ends_an_idle_session():
 def test_session_client_and_unknown_login():
     cfg = UsageConfig()
     # heartbeat before its login: client known once the login arrives; no login at all -> other
-    e = Engine(cfg).feed([hb("a", T0 + 60, "U", "S"), login("b", T0, "U", "S", "ios"),
+    e = engine(cfg).feed([hb("a", T0 + 60, "U", "S"), login("b", T0, "U", "S", "ios"),
                           hb("c", T0, "V", "SV"), logout("d", T0 + 30, "V", "SV")])
     s = samples(e.index, T0 + 120)
     assert s[(P + "sessions_started", lab(client="ios", window="1h"))] == 1
@@ -262,7 +220,7 @@ def test_session_client_and_unknown_login():
     assert (P + "client_active_users", lab(client="other", window="24h")) not in s
     # two logins with different clients in one session: labelled by the first client by name,
     # active for both
-    e = Engine(cfg).feed([login("a", T0, "U", "S", "web"), login("b", T0 + 5, "U", "S", "android")])
+    e = engine(cfg).feed([login("a", T0, "U", "S", "web"), login("b", T0 + 5, "U", "S", "android")])
     s = samples(e.index, T0 + 120)
     assert s[(P + "sessions_started", lab(client="android", window="1h"))] == 1
     assert s[(P + "client_active_users", lab(client="web", window="24h"))] == 1
@@ -271,14 +229,14 @@ def test_session_client_and_unknown_login():
 
 def test_adoption_window():
     cfg = UsageConfig(adoption_seconds=7 * D)
-    late = Engine(cfg).feed([signup("a", T0, "U"), login("b", T0 + 7 * D + 1, "U", "S")])
-    on_time = Engine(cfg).feed([signup("a", T0, "U"), login("b", T0 + 7 * D, "U", "S")])
+    late = engine(cfg).feed([signup("a", T0, "U"), login("b", T0 + 7 * D + 1, "U", "S")])
+    on_time = engine(cfg).feed([signup("a", T0, "U"), login("b", T0 + 7 * D, "U", "S")])
     now = T0 + 7 * D + 60
     assert samples(late.index, now)[(P + "signups", lab(window="30d"))] == 1
     assert (P + "adopted_signups", lab(window="30d")) not in samples(late.index, now)
     assert samples(on_time.index, now)[(P + "adopted_signups", lab(window="30d"))] == 1
     # a signup alone is not activity: not active, but known
-    s = samples(Engine(cfg).feed([signup("a", T0, "U")]).index, T0 + 60)
+    s = samples(engine(cfg).feed([signup("a", T0, "U")]).index, T0 + 60)
     assert (P + "active_users", lab(window="24h")) not in s
     assert s[(P + "known_users", lab(window="90d"))] == 1
 
@@ -289,15 +247,16 @@ def test_adoption_window():
 def test_any_order_gives_the_same_state_and_metrics():
     cfg = UsageConfig()
     evs = scenario()
-    base = Engine(cfg).feed(evs)
+    base = engine(cfg).feed(evs)
     expected = samples(base.index, NOW)
     rnd = random.Random(3)
     for _ in range(20):
         shuffled = evs + rnd.sample(evs, 5)
         rnd.shuffle(shuffled)
-        e = Engine(cfg).feed(shuffled)
-        assert {u: s.to_dict() for u, s in e.states.items()} == {u: s.to_dict() for u, s in base.states.items()}
-        assert_same(samples(e.index, NOW), expected)
+        e = engine(cfg).feed(shuffled)
+        assert e.stored() == base.stored()
+        # U4's session refused when it arrives after U3's newest event: counted as it arrives
+        assert_same(state_derived(samples(e.index, NOW)), expected)
 
 
 def test_duplicate_delivery_is_a_no_op():
@@ -305,9 +264,9 @@ def test_duplicate_delivery_is_a_no_op():
     s0, ok0 = apply(None, login("a", T0, "U", "S"), cfg)
     s1, ok1 = apply(s0, login("a", T0, "U", "S"), cfg)
     assert ok0 and not ok1 and s1 is s0 and s0.has_event("a")
-    e = Engine(cfg).feed(scenario() + scenario())
+    e = engine(cfg).feed(scenario() + scenario())
     assert e.duplicates == len(scenario())  # in time order every first delivery adds a fact
-    assert samples(e.index, NOW) == samples(Engine(cfg).feed(scenario()).index, NOW)
+    assert samples(e.index, NOW) == samples(engine(cfg).feed(scenario()).index, NOW)
     # an old redelivery is not remembered by id, yet changes nothing
     s, _ = apply(None, login("a", T0, "U", "S"), cfg)
     for i in range(1, 5):
@@ -326,7 +285,7 @@ def test_apply_is_pure():
 
 def test_late_session_event_beyond_its_store_horizon_is_dropped_and_counted():
     cfg = UsageConfig()  # family horizon 90 d + 1 h; session stores 7 d + 1 h
-    e = Engine(cfg, tracker=True).feed([login("n", T0 + 10 * D, "N", "SN")])
+    e = engine(cfg).feed([login("n", T0 + 10 * D, "N", "SN")])
     e.feed([login("old", T0 + 10 * D - 8 * D, "OLD", "SO", "ios")])
     assert e.too_late == 0  # within the family horizon...
     assert e.index.dropped == 1  # ...but its session bucket (8 d old) is gone: counted
@@ -338,31 +297,38 @@ def test_late_session_event_beyond_its_store_horizon_is_dropped_and_counted():
 
 def test_too_late_event_is_counted_and_its_state_still_updated():
     cfg = UsageConfig()
-    e = Engine(cfg, tracker=True).feed([login("n", T0 + 100 * D, "N", "SN")])
+    e = engine(cfg).feed([login("n", T0 + 100 * D, "N", "SN")])
     e.feed([signup("old", T0, "OLD")])  # 100 d old: before cutoff = 100 d - (90 d + 1 h)
     assert e.too_late == 1
     assert e.index.dropped == 2  # its known and signup points
-    assert e.states["OLD"].signup == T0
     assert samples(e.index, T0 + 100 * D)[(P + "known_users", lab(window="90d"))] == 1
+    # OLD's state was written; its newest event is behind the cutoff, so it affects no metric and
+    # expiry deletes it in the same step
+    assert "OLD" not in e.entities and e.engine.evicted_entities == 1
+    # a user with a recent event keeps its state, with the too-late fact recorded
+    e.feed([login("k", T0 + 100 * D, "KEPT", "SK"), signup("kept-old", T0, "KEPT")])
+    assert e.too_late == 2
+    assert e.index.dropped == 3  # only its signup point: KEPT is known by its login
+    assert e.entities["KEPT"].signup == T0
 
 
 def test_rebuild_from_states_equals_incremental_index():
     cfg = UsageConfig()
-    e = Engine(cfg).feed(scenario())
-    fresh = UsageIndex(cfg)
-    assert fresh.rebuild(e.states.values()) == NOW - 300
-    assert samples(fresh, NOW) == samples(e.index, NOW)
+    e = engine(cfg).feed(scenario())
+    fresh = e.rebuilt()
+    assert fresh.tracker.watermark() == NOW - 300  # seeded with the newest event time of the states
+    assert samples(fresh.index, NOW) == samples(e.index, NOW)
     # retracting every state empties the index
-    for st_ in e.states.values():
+    for st_ in e.entities.values():
         e.index.retract(contributions(st_, cfg))
     assert samples(e.index, NOW) == {}
 
 
 def test_retention_until_is_the_newest_event():
     cfg = UsageConfig()
-    e = Engine(cfg).feed(scenario())
-    assert retention_until(e.states["U1"], cfg) == T0 + 1200
-    assert retention_until(e.states["U5"], cfg) == T0 + H
+    e = engine(cfg).feed(scenario())
+    assert retention_until(e.entities["U1"], cfg) == T0 + 1200
+    assert retention_until(e.entities["U5"], cfg) == T0 + H
 
 
 # ----------------------------------------------------------------------------- state size and pruning
@@ -396,8 +362,8 @@ def test_feature_cap_per_user_and_label_cap():
     guard = LabelGuard.with_overrides(feature=LabelRule(cap=1))
     cfg = UsageConfig(max_features_per_user=3, labels=guard)
     evs = [feat(f"f{i}", T0 + i, "U", f"feat{i}") for i in range(5)]
-    e = Engine(cfg).feed(evs + [feat("g", T0 + 10, "V", "feat4"), feat("h", T0 + 11, "V", "feat3")])
-    assert sorted(e.states["U"].features) == ["feat2", "feat3", "feat4"]  # the 3 most recent
+    e = engine(cfg).feed(evs + [feat("g", T0 + 10, "V", "feat4"), feat("h", T0 + 11, "V", "feat3")])
+    assert sorted(e.entities["U"].features) == ["feat2", "feat3", "feat4"]  # the 3 most recent
     s = samples(e.index, T0 + 60)
     # the one feature label admitted is feat0 (the first seen), since dropped from U's state; every
     # other feature maps to 'other', where each user counts once
@@ -430,7 +396,7 @@ def test_typical_state_is_small():
 
 
 def test_exposition_renders():
-    idx = Engine(UsageConfig()).feed(scenario()).index
+    idx = engine(UsageConfig()).feed(scenario()).index
 
     class C:
         def collect(self):
@@ -490,13 +456,11 @@ def event_logs(draw, span_days):
 
 
 def check_against_reference(delivered, now, cfg):
-    engine = Engine(cfg).feed(delivered)
-    got = samples(engine.index, now)
-    assert_same(got, ref.compute(as_dicts(delivered), now, ref_params(cfg)))
-    rebuilt = UsageIndex(cfg)
-    rebuilt.rebuild(engine.states.values())
-    assert_same(samples(rebuilt, now), got)
-    return engine
+    run = engine(cfg).feed(delivered)
+    got = samples(run.index, now)
+    assert_same(got, ref.compute(as_dicts(delivered), now, usage_params(cfg)))
+    assert_same(samples(run.rebuilt().index, now), got)
+    return run
 
 
 @given(event_logs(span_days=6))
@@ -507,9 +471,9 @@ def test_index_matches_reference_for_any_order_and_duplicates(case):
     delivered = log + dups
     rnd.shuffle(delivered)
     cfg = UsageConfig()
-    engine = check_against_reference(delivered, now, cfg)
-    in_order = Engine(cfg).feed(sorted(log, key=lambda e: (e.ts, e.id)))
-    assert {u: s.to_dict() for u, s in engine.states.items()} == {u: s.to_dict() for u, s in in_order.states.items()}
+    run = check_against_reference(delivered, now, cfg)
+    in_order = engine(cfg).feed(sorted(log, key=lambda e: (e.ts, e.id)))
+    assert run.stored() == in_order.stored()
 
 
 @given(event_logs(span_days=45))
@@ -534,9 +498,9 @@ def test_generator_logs_match_reference(seed):
     events = [Ev(d.id, d.type, d.ts, d.data.model_dump()) for d in decoded]
     cfg = UsageConfig()
     for now in (start + 2 * H + 60, start + 3 * H):
-        engine = check_against_reference(events, now, cfg)
+        run = check_against_reference(events, now, cfg)
     # states are small: the median user of a two-hour log
-    sizes = sorted(len(json.dumps(s.to_dict(), separators=(",", ":"))) for s in engine.states.values())
+    sizes = sorted(len(json.dumps(s.to_dict(), separators=(",", ":"))) for s in run.entities.values())
     assert sizes[len(sizes) // 2] < 300, sizes[len(sizes) // 2]
 
 
@@ -555,7 +519,7 @@ def test_real_decoded_events_drive_the_engine():
         wire("o", "activity.logout", "2024-01-01T09:20:00Z", {"session_id": "s"}),
     ]
     cfg = UsageConfig()
-    e = Engine(cfg).feed([decode_event(r, now=T0 + D) for r in raw])
+    e = engine(cfg).feed([decode_event(r, now=T0 + D) for r in raw])
     s = samples(e.index, T0 + 2 * H)
     assert s[(P + "session_duration_seconds_gsum", lab(client="ios", window="1h"))] == 1200  # 09:00 -> 09:20
     assert s[(P + "feature_users", lab(feature="reports.export", window="1h"))] == 1
