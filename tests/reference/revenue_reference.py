@@ -16,15 +16,11 @@ from __future__ import annotations
 import math
 from datetime import datetime, timezone
 
+from .common import Samples, by_entity, first_deliveries, time_order, window_name, window_test
+
 P = "stream_app_revenue_"
 TERMS = ("subscription.started", "subscription.plan_changed")
 PRICES = TERMS + ("subscription.renewed",)
-
-
-def _wname(w):
-    if w % 86400 == 0 and w > 86400:
-        return f"{w // 86400}d"
-    return f"{w // 3600}h" if w % 3600 == 0 else (f"{w // 60}m" if w % 60 == 0 else f"{w}s")
 
 
 def _lab(**kw):
@@ -125,28 +121,10 @@ class _Account:
 
 
 def compute(events, now, prm):
-    g = prm["bucket"]
-    seen = set()
-    log = []
-    for e in events:
-        if e["id"] not in seen:
-            seen.add(e["id"])
-            log.append(e)
-    log.sort(key=lambda e: (e["time"], e["id"]))
-    by_acc = {}
-    for e in log:
-        by_acc.setdefault(e["data"]["account_id"], []).append(e)
-
-    out = {}
-
-    def put(name, labels, v):
-        if v:
-            k = (name, labels)
-            out[k] = out.get(k, 0) + v
-
-    def in_window(ts, w):
-        pb, tb = math.floor(now / g), math.floor(ts / g)
-        return pb - w // g < tb <= pb
+    by_acc = by_entity(sorted(first_deliveries(events), key=time_order), "account_id")
+    out = Samples()
+    put = out.put
+    in_window = window_test(now, prm["bucket"])
 
     put(P + "accounts_tracked", _lab(), len(by_acc))
     put(P + "reporting_currency_info", _lab(currency=prm["reporting"]), 1)
@@ -172,8 +150,8 @@ def compute(events, now, prm):
         for t, kind, amount in mvs:
             for w in prm["windows"]:
                 if in_window(t, w):
-                    put(P + "mrr_movements", _lab(movement=kind, window=_wname(w)), 1)
-                    put(P + "mrr_movement_amount", _lab(movement=kind, window=_wname(w)), amount)
+                    put(P + "mrr_movements", _lab(movement=kind, window=window_name(w)), 1)
+                    put(P + "mrr_movement_amount", _lab(movement=kind, window=window_name(w)), amount)
 
         for pname, (M, ended_by) in periods.items():
             s_pay, s_rep, *_ = a.state(lambda t, M=M: t < M)

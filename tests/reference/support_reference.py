@@ -13,17 +13,14 @@ calendars {team or "*": (tz, weekdays, "HH:MM", "HH:MM")}.
 
 from __future__ import annotations
 
-import math
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from prometheus_client.utils import floatToGoString
 
+from .common import Samples, by_entity, first_deliveries, time_order, window_name, window_test
+
 P = "stream_app_support_"
-
-
-def _wname(w):
-    return f"{w // 3600}h" if w % 3600 == 0 else (f"{w // 60}m" if w % 60 == 0 else f"{w}s")
 
 
 def _business_seconds(cal, start, end):
@@ -62,30 +59,10 @@ def _lab(**kw):
 
 
 def compute(events, now, prm):
-    g = prm["bucket"]
-    seen = set()
-    log = []
-    for e in events:
-        if e["id"] in seen:
-            continue
-        seen.add(e["id"])
-        log.append(e)
-    log.sort(key=lambda e: (e["time"], e["id"]))
-
-    tickets = {}
-    for e in log:
-        tickets.setdefault(e["data"]["ticket_id"], []).append(e)
-
-    out = {}
-
-    def put(name, labels, v):
-        if v:
-            k = (name, labels)
-            out[k] = out.get(k, 0) + v
-
-    def in_window(ts, w):
-        pb, tb = math.floor(now / g), math.floor(ts / g)
-        return pb - w // g < tb <= pb
+    tickets = by_entity(sorted(first_deliveries(events), key=time_order), "ticket_id")
+    out = Samples()
+    put = out.put
+    in_window = window_test(now, prm["bucket"])
 
     hist_obs = {}  # metric -> list of (labels dict, ts, value)
 
@@ -95,7 +72,7 @@ def compute(events, now, prm):
     def count(metric, base, ts, windows):
         for w in windows:
             if in_window(ts, w):
-                put(P + metric, _lab(**base, window=_wname(w)), 1)
+                put(P + metric, _lab(**base, window=window_name(w)), 1)
 
     put(P + "tickets_tracked", _lab(), len(tickets))
     for tid, evs in tickets.items():
@@ -229,7 +206,7 @@ def compute(events, now, prm):
             for base, ts, v in rows:
                 if not in_window(ts, w):
                     continue
-                lab = dict(base, window=_wname(w))
+                lab = dict(base, window=window_name(w))
                 for e in edges[metric]:
                     if v <= e:
                         put(P + metric + "_bucket", _lab(**lab, le=floatToGoString(e)), 1)

@@ -23,42 +23,20 @@ import math
 
 from prometheus_client.utils import floatToGoString
 
+from .common import Samples, by_entity, first_deliveries, time_order, window_name, window_test
+
 P = "stream_app_usage_"
 CLIENTS = ("web", "desktop", "ios", "android", "api")
 ACTIVITY = ("activity.login", "activity.heartbeat", "activity.feature_used", "activity.logout")
 
 
-def _wname(w):
-    if w % 86400 == 0 and w > 86400:
-        return f"{w // 86400}d"
-    return f"{w // 3600}h" if w % 3600 == 0 else (f"{w // 60}m" if w % 60 == 0 else f"{w}s")
-
-
 def compute(events, now, prm):
-    g = prm["bucket"]
-    seen = set()
-    log = []
-    for e in events:
-        if e["id"] in seen:
-            continue
-        seen.add(e["id"])
-        log.append(dict(e, time=math.floor(e["time"])))
-    log.sort(key=lambda e: (e["time"], e["id"]))
+    log = sorted((dict(e, time=math.floor(e["time"])) for e in first_deliveries(events)), key=time_order)
+    out = Samples()
+    put = out.put
+    in_window = window_test(now, prm["bucket"])
 
-    out = {}
-
-    def put(name, labels, v):
-        if v:
-            k = (name, frozenset(labels.items()))
-            out[k] = out.get(k, 0) + v
-
-    def in_window(ts, w):
-        pb, tb = math.floor(now / g), math.floor(ts / g)
-        return pb - w // g < tb <= pb
-
-    users = {}
-    for e in log:
-        users.setdefault(e["data"]["user_id"], []).append(e)
+    users = by_entity(log, "user_id")
     put(P + "users_tracked", {}, len(users))
 
     # distinct sets per (metric, labels, window)
@@ -85,9 +63,9 @@ def compute(events, now, prm):
             su = min(signups)
             for w in prm["active_windows"]:
                 if in_window(su, w):
-                    put(P + "signups", {"window": _wname(w)}, 1)
+                    put(P + "signups", {"window": window_name(w)}, 1)
                     if acts and min(e["time"] for e in acts) <= su + prm["adoption"]:
-                        put(P + "adopted_signups", {"window": _wname(w)}, 1)
+                        put(P + "adopted_signups", {"window": window_name(w)}, 1)
 
         sessions = {}
         for e in acts:
@@ -101,7 +79,7 @@ def compute(events, now, prm):
             client = known[0] if known else "other"
             for w in prm["session_windows"]:
                 if in_window(first, w):
-                    put(P + "sessions_started", {"client": client, "window": _wname(w)}, 1)
+                    put(P + "sessions_started", {"client": client, "window": window_name(w)}, 1)
             logged_out = any(e["type"] == "activity.logout" for e in sevs)
             if logged_out or now - last > prm["idle"]:
                 durations.append((client, last, last - first))
@@ -114,13 +92,13 @@ def compute(events, now, prm):
                     mark("client_active_users", lab, uid, e["time"], prm["active_windows"])
 
     for (metric, labels, w), members in distinct.items():
-        put(P + metric, dict(labels, window=_wname(w)), len(members))
+        put(P + metric, dict(labels, window=window_name(w)), len(members))
 
     for client, end, v in durations:
         for w in prm["session_windows"]:
             if not in_window(end, w):
                 continue
-            lab = {"client": client, "window": _wname(w)}
+            lab = {"client": client, "window": window_name(w)}
             for edge in prm["edges"]:
                 if v <= edge:
                     put(P + "session_duration_seconds_bucket", dict(lab, le=floatToGoString(edge)), 1)

@@ -10,17 +10,12 @@ Params (plain dict): bucket (s), windows (s), min_responses.
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
+
+from .common import Samples, first_deliveries, window_name, window_test
 
 P = "stream_app_voice_"
 SCALES = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}  # canonical (and default) scales
-
-
-def _wname(w):
-    if w % 86400 == 0 and w > 86400:
-        return f"{w // 86400}d"
-    return f"{w // 3600}h" if w % 3600 == 0 else (f"{w // 60}m" if w % 60 == 0 else f"{w}s")
 
 
 def _le(x):
@@ -53,31 +48,16 @@ def normalise(kind, score, lo, hi):
 
 
 def compute(events, now, prm):
-    g = prm["bucket"]
-    seen = set()
-    log = []
-    for e in events:
-        if e["id"] not in seen:
-            seen.add(e["id"])
-            log.append(e)
-
     latest = {}
-    for e in log:
+    for e in first_deliveries(events):
         rid = e["data"]["response_id"]
         cur = latest.get(rid)
         if cur is None or (e["time"], e["id"]) > (cur["time"], cur["id"]):
             latest[rid] = e
 
-    out = {}
-
-    def put(name, labels, v):
-        if v:
-            k = (name, frozenset(labels.items()))
-            out[k] = out.get(k, 0) + v
-
-    def in_window(ts, w):
-        pb, tb = math.floor(now / g), math.floor(ts / g)
-        return pb - w // g < tb <= pb
+    out = Samples()
+    put = out.put
+    in_window = window_test(now, prm["bucket"])
 
     put(P + "min_responses", {}, prm["min_responses"])
     put(P + "responses_tracked", {}, len(latest))
@@ -95,7 +75,7 @@ def compute(events, now, prm):
         for w in prm["windows"]:
             if not in_window(e["time"], w):
                 continue
-            wl = _wname(w)
+            wl = window_name(w)
             put(P + "responses", dict(kind=kind, category=cat, window=wl), 1)
             if commented:
                 put(P + "commented_responses", dict(kind=kind, category=cat, window=wl), 1)
