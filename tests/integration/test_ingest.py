@@ -7,25 +7,23 @@ import asyncio
 import json
 import uuid
 from collections import Counter
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from stream_app.events import EVENT_TYPES, family_of
-
+from tests.support.events import at_path, enc
+from tests.support.paths import EXAMPLES_DIR
 from tests.support.worker import WorkerProcess, settings_of, total, wait_for, worker_env
 
 pytestmark = pytest.mark.integration
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
 
 
 def _valid_events() -> list[tuple[str, bytes, bytes]]:
     """(family, key, value) for every example, each twice with fresh ids."""
     out = []
     for event_type in sorted(EVENT_TYPES):
-        example = json.loads((EXAMPLES / f"{event_type}.json").read_text())
+        example = json.loads((EXAMPLES_DIR / f"{event_type}.json").read_text())
         for _ in range(2):
             example["id"] = str(uuid.uuid4())
             out.append((family_of(event_type), example["subject"].encode(), json.dumps(example).encode()))
@@ -34,23 +32,17 @@ def _valid_events() -> list[tuple[str, bytes, bytes]]:
 
 def _invalid_events() -> list[tuple[str, bytes | None, bytes, str]]:
     """(family, key, value, expected reason)."""
-    ticket = json.loads((EXAMPLES / "ticket.created.json").read_text())
-    payment = json.loads((EXAMPLES / "subscription.payment.json").read_text())
-    nps = json.loads((EXAMPLES / "survey.nps.json").read_text())
+    ticket = json.loads((EXAMPLES_DIR / "ticket.created.json").read_text())
+    payment = json.loads((EXAMPLES_DIR / "subscription.payment.json").read_text())
+    nps = json.loads((EXAMPLES_DIR / "survey.nps.json").read_text())
 
     def variant(base: dict, **changes) -> dict:
         ev = json.loads(json.dumps(base))
         ev["id"] = str(uuid.uuid4())
         for path, value in changes.items():
-            target = ev
-            *parents, leaf = path.split("__")
-            for p in parents:
-                target = target[p]
-            target[leaf] = value
+            target, key = at_path(ev, path, "__")
+            target[key] = value
         return ev
-
-    def enc(ev: dict) -> bytes:
-        return json.dumps(ev).encode()
 
     tkey = ticket["subject"].encode()
     return [

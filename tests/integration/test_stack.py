@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -22,10 +21,9 @@ from stream_app.tools.stack import (
     kafka_metadata,
     kafka_server_properties,
 )
+from tests.support.paths import ROOT
 
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 async def _produce(bootstrap: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
@@ -211,7 +209,7 @@ def test_concurrent_jar_fetches_share_one_cache(tmp_path):
     env = {**os.environ, "STREAM_APP_CACHE": str(tmp_path / "cache")}
     cmd = [sys.executable, "-m", "stream_app.stack", "ensure", "-q", "--packages"]
     procs = [
-        subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=600)[0].decode() for p in procs]
@@ -235,7 +233,7 @@ def test_stack_up_command_serves_until_interrupted(tmp_path):
     env = {**os.environ, "STREAM_APP_TOPIC_PARTITIONS": "3", "STREAM_APP_TOPIC_TICKETS": "up.tickets"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "stream_app.stack", "up", "--random-ports", "--workdir", str(tmp_path / "w")],
-        cwd=REPO,
+        cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

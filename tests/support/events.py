@@ -4,10 +4,12 @@ examples (schemas/examples, one valid event per type)."""
 from __future__ import annotations
 
 import json
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from collections.abc import Iterator
 from typing import Any
 
 from stream_app.events import EVENT_TYPES, SUBJECT_FIELDS, family_of
@@ -54,3 +56,21 @@ def event(event_type: str, *, id: str | None = None, subject: str | None = None,
 
 def enc(ev: object) -> bytes:
     return json.dumps(ev).encode()
+
+
+def at_path(obj: dict, path: str, sep: str = ".") -> tuple[dict, str]:
+    """Where ``path`` points in a nested dict: (the dict holding its last key, that key).
+    ``at_path(ev, "data.score")`` -> ``(ev["data"], "score")``."""
+    *parents, last = path.split(sep)
+    for key in parents:
+        obj = obj[key]
+    return obj, last
+
+
+def arrival_orders(events: list, *, seed: int, runs: int, redelivered: int) -> Iterator[list]:
+    """``runs`` arrival orders of ``events``, each shuffled with ``redelivered`` of them twice."""
+    rnd = random.Random(seed)
+    for _ in range(runs):
+        shuffled = events + rnd.sample(events, redelivered)
+        rnd.shuffle(shuffled)
+        yield shuffled

@@ -49,41 +49,27 @@ INTERNAL = re.compile(r"_watermark_timestamp_seconds$|_dropped_contributions_tot
 def support_params(cfg: Any, calendars: Mapping[str, tuple] | None = None) -> dict:
     """``calendars``: team -> (timezone, weekdays, open, close), the reference's own form."""
     return dict(
-        bucket=cfg.bucket_seconds,
-        volume_windows=cfg.volume_windows,
-        windows=cfg.windows,
-        edges_first_response=cfg.first_response_edges,
-        edges_resolution=cfg.full_resolution_edges,
-        edges_handle=cfg.handle_time_edges,
+        bucket=cfg.bucket_seconds, volume_windows=cfg.volume_windows, windows=cfg.windows,
+        edges_first_response=cfg.first_response_edges, edges_resolution=cfg.full_resolution_edges,
+        edges_handle=cfg.handle_time_edges, at_risk=cfg.at_risk_fraction, calendars=dict(calendars or {}),
         targets={p: (t.first_reply_seconds, t.resolution_seconds) for p, t in cfg.sla_targets.items()},
-        at_risk=cfg.at_risk_fraction,
-        calendars=dict(calendars or {}),
-    )
+    )  # fmt: skip
 
 
 def usage_params(cfg: Any) -> dict:
     return dict(
-        bucket=cfg.bucket_seconds,
-        active_windows=cfg.active_windows,
-        session_windows=cfg.session_windows,
-        feature_windows=cfg.feature_windows,
-        known_seconds=cfg.known_seconds,
-        idle=cfg.idle_timeout_seconds,
-        adoption=cfg.adoption_seconds,
-        edges=cfg.session_edges,
-    )
+        bucket=cfg.bucket_seconds, active_windows=cfg.active_windows, session_windows=cfg.session_windows,
+        feature_windows=cfg.feature_windows, known_seconds=cfg.known_seconds, idle=cfg.idle_timeout_seconds,
+        adoption=cfg.adoption_seconds, edges=cfg.session_edges,
+    )  # fmt: skip
 
 
 def revenue_params(cfg: Any) -> dict:
     return dict(
-        bucket=cfg.bucket_seconds,
-        windows=cfg.windows,
-        reporting=cfg.reporting_currency,
-        fx=dict(cfg.fx_rates),
-        minor=dict(cfg.minor_units),
-        default_minor=cfg.default_minor_unit,
+        bucket=cfg.bucket_seconds, windows=cfg.windows, reporting=cfg.reporting_currency, fx=dict(cfg.fx_rates),
+        minor=dict(cfg.minor_units), default_minor=cfg.default_minor_unit,
         trial_grace=cfg.trial_conversion_grace_seconds,
-    )
+    )  # fmt: skip
 
 
 def voice_params(cfg: Any) -> dict:

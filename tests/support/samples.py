@@ -6,6 +6,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from prometheus_client import CollectorRegistry, generate_latest
+
 Samples = dict[tuple[str, frozenset], float]
 
 # Contributions refused as too late are counted as they arrive: an event counter, not derived from
@@ -39,3 +41,15 @@ def assert_same(got: Mapping, exp: Mapping, *, abs_tol: float = 1e-9) -> None:
     assert set(got) == set(exp), (sorted(set(got) - set(exp), key=str)[:5], sorted(set(exp) - set(got), key=str)[:5])
     for k, v in exp.items():
         assert math.isclose(got[k], v, rel_tol=1e-9, abs_tol=abs_tol), (k, got[k], v)
+
+
+def exposition(index: Any, now: float) -> str:
+    """The Prometheus text format of ``index`` read at ``now``, as /metrics renders it."""
+
+    class At:
+        def collect(self):
+            return index.collect(now)
+
+    registry = CollectorRegistry()
+    registry.register(At())
+    return generate_latest(registry).decode()

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
 
 from stream_app.client import AsyncEventClient, EventClient, build_event
 from stream_app.events import EVENT_TYPES, SUBJECT_FIELDS, EventRejected, decode_event
+from tests.support.paths import EXAMPLES_DIR
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "schemas" / "examples"
+EXAMPLES = EXAMPLES_DIR
 
 
 @pytest.mark.parametrize("event_type", sorted(EVENT_TYPES))

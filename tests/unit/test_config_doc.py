@@ -1,11 +1,11 @@
 """docs/configuration.md must list every setting, with its default, and nothing else."""
 
 import re
-from pathlib import Path
 
 from stream_app.config import Settings
+from tests.support.paths import ROOT
 
-DOC = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+DOC = (ROOT / "docs" / "configuration.md").read_text()
 
 
 def test_every_setting_is_documented_with_its_default():

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 from datetime import datetime, timezone
 
 import pytest
@@ -23,6 +22,7 @@ from stream_app.engine.health import (
     valid_until,
 )
 from tests.reference import health_reference as ref
+from tests.support.events import arrival_orders
 from tests.support.references import health_params
 from tests.support.samples import assert_same, lab, samples
 
@@ -279,10 +279,7 @@ def test_any_arrival_order_gives_the_same_state():
     base = index_of(msgs)
     expected = {a: s.to_dict() for a, s in base.states.items()}
     exp_samples = samples(base, NOW)
-    rnd = random.Random(11)
-    for _ in range(20):
-        shuffled = msgs + rnd.sample(msgs, 6)
-        rnd.shuffle(shuffled)
+    for shuffled in arrival_orders(msgs, seed=11, runs=20, redelivered=6):
         idx = index_of(shuffled)
         assert {a: s.to_dict() for a, s in idx.states.items()} == expected
         assert_same(samples(idx, NOW), exp_samples)

@@ -4,13 +4,11 @@ against the independent batch reference (tests/reference/support_reference.py)."
 from __future__ import annotations
 
 import json
-import random
 from datetime import date, datetime, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, generate_latest
 
 from stream_app.engine.labels import LabelGuard, LabelRule
 from stream_app.engine.support import (
@@ -24,9 +22,9 @@ from stream_app.engine.support import (
 )
 from tests.reference import support_reference as ref
 from tests.support.engine import EngineRunner
-from tests.support.events import Ev
+from tests.support.events import Ev, arrival_orders
 from tests.support.references import support_params
-from tests.support.samples import assert_same, lab, samples
+from tests.support.samples import assert_same, exposition, lab, samples
 
 T0 = datetime(2024, 1, 1, 8, 0, tzinfo=timezone.utc).timestamp()  # Monday 08:00 UTC, bucket-aligned
 H = 3600
@@ -311,14 +309,7 @@ def test_state_round_trip_and_version():
 def test_exposition_renders():
     cfg = make_cfg()
     idx = engine(cfg).feed(scenario()).index
-
-    class C:
-        def collect(self):
-            return idx.collect(NOW)
-
-    reg = CollectorRegistry()
-    reg.register(C())
-    text = generate_latest(reg).decode()
+    text = exposition(idx, NOW)
     assert 'stream_app_support_first_response_seconds_bucket{channel="email",le="3600.0",priority="high",team="t1",window="24h"} 0.0' in text
     assert "stream_app_support_window_dropped_contributions_total 0.0" in text
 
@@ -450,10 +441,7 @@ def test_random_orderings_give_identical_index():
     cfg = make_cfg()
     evs = scenario()
     expected = samples(engine(cfg).feed(evs).index, NOW)
-    rnd = random.Random(7)
-    for _ in range(20):
-        shuffled = evs + rnd.sample(evs, 4)
-        rnd.shuffle(shuffled)
+    for shuffled in arrival_orders(evs, seed=7, runs=20, redelivered=4):
         assert_same(samples(engine(cfg).feed(shuffled).index, NOW), expected)
 
 

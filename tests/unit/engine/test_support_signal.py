@@ -3,24 +3,15 @@
 from __future__ import annotations
 
 import json
-import random
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from stream_app.engine.support import SlaTarget, SupportConfig, TicketState, account_signal, apply
+from tests.support.events import Ev, arrival_orders
 
 T0 = datetime(2024, 1, 1, 8, 0, tzinfo=timezone.utc).timestamp()
 H = 3600
 CFG = SupportConfig(sla_targets={"urgent": SlaTarget(1800, 4 * H), "high": SlaTarget(H, None),
                                  "low": SlaTarget(None, 72 * H)})
-
-
-@dataclass
-class Ev:
-    id: str
-    type: str
-    ts: float
-    data: dict = field(default_factory=dict)
 
 
 def ev(eid, etype, ts, **data):
@@ -99,10 +90,7 @@ def test_any_order_same_signal_and_json_safe():
            ev("o1", "ticket.reopened", T0 + 4000)]
     expected = account_signal(state_of(*evs), CFG)
     assert expected["first_reply_breached"] and expected["reopens"] == 1
-    rnd = random.Random(3)
-    for _ in range(10):
-        shuffled = evs + rnd.sample(evs, 2)
-        rnd.shuffle(shuffled)
+    for shuffled in arrival_orders(evs, seed=3, runs=10, redelivered=2):
         st = TicketState.from_dict(json.loads(json.dumps(state_of(*shuffled).to_dict())))
         assert account_signal(st, CFG) == expected
     assert json.loads(json.dumps(expected)) == expected

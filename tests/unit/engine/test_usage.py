@@ -5,13 +5,11 @@ and pruning, and property tests against the independent batch reference
 from __future__ import annotations
 
 import json
-import random
 from datetime import datetime, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, generate_latest
 
 from stream_app.engine.labels import LabelGuard, LabelRule
 from stream_app.engine.usage import (
@@ -26,9 +24,9 @@ from stream_app.engine.usage import (
 )
 from tests.reference import usage_reference as ref
 from tests.support.engine import EngineRunner
-from tests.support.events import Ev
+from tests.support.events import Ev, arrival_orders
 from tests.support.references import usage_params
-from tests.support.samples import assert_same, lab, samples, state_derived
+from tests.support.samples import assert_same, exposition, lab, samples, state_derived
 
 T0 = datetime(2024, 1, 1, 8, 0, tzinfo=timezone.utc).timestamp()  # bucket-aligned
 H = 3600
@@ -249,10 +247,7 @@ def test_any_order_gives_the_same_state_and_metrics():
     evs = scenario()
     base = engine(cfg).feed(evs)
     expected = samples(base.index, NOW)
-    rnd = random.Random(3)
-    for _ in range(20):
-        shuffled = evs + rnd.sample(evs, 5)
-        rnd.shuffle(shuffled)
+    for shuffled in arrival_orders(evs, seed=3, runs=20, redelivered=5):
         e = engine(cfg).feed(shuffled)
         assert e.stored() == base.stored()
         # U4's session refused when it arrives after U3's newest event: counted as it arrives
@@ -397,14 +392,7 @@ def test_typical_state_is_small():
 
 def test_exposition_renders():
     idx = engine(UsageConfig()).feed(scenario()).index
-
-    class C:
-        def collect(self):
-            return idx.collect(NOW)
-
-    reg = CollectorRegistry()
-    reg.register(C())
-    text = generate_latest(reg).decode()
+    text = exposition(idx, NOW)
     assert 'stream_app_usage_active_users{window="24h"} 3.0' in text
     assert 'stream_app_usage_session_duration_seconds_bucket{client="ios",le="300.0",window="1h"} 1.0' in text
     assert "stream_app_usage_window_dropped_contributions_total 0.0" in text

@@ -4,14 +4,12 @@ and property tests against the independent batch reference (tests/reference/voic
 from __future__ import annotations
 
 import json
-import random
 import subprocess
 from datetime import datetime, timezone
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, generate_latest
 
 from stream_app.engine.labels import LabelGuard
 from stream_app.engine.voice import (
@@ -29,9 +27,9 @@ from stream_app.engine.voice import (
 from stream_app.engine.windows import window_label
 from tests.reference import voice_reference as ref
 from tests.support.engine import EngineRunner
-from tests.support.events import Ev
+from tests.support.events import Ev, arrival_orders
 from tests.support.references import plain, voice_params
-from tests.support.samples import assert_same, lab, samples
+from tests.support.samples import assert_same, exposition, lab, samples
 
 DAY = 86400
 H = 3600
@@ -205,14 +203,7 @@ def test_comment_text_never_reaches_the_exposition_or_the_state():
     cfg = VoiceConfig()
     secret = "call me at +1 555 0100"
     e = engine(cfg).feed([nps("x", NOW - 60, "X", 2, comment=secret, account="acct-9")])
-    reg = CollectorRegistry()
-
-    class C:
-        def collect(self):
-            return e.index.collect(NOW)
-
-    reg.register(C())
-    text = generate_latest(reg).decode()
+    text = exposition(e.index, NOW)
     assert 'stream_app_voice_commented_responses{category="detractor",kind="nps",window="7d"} 1.0' in text
     assert 'stream_app_voice_score_bucket{kind="nps",le="2.0",window="7d"} 1.0' in text
     assert "stream_app_voice_min_responses 30.0" in text
@@ -445,10 +436,7 @@ def test_random_orderings_give_identical_index():
     cfg = VoiceConfig()
     evs = scenario() + [nps("fix1", NOW - 0.5 * DAY, "N6", 10), csat("fix2", NOW - 30 * DAY, "C1", 1)]
     expected = samples(engine(cfg).feed(evs).index, NOW)
-    rnd = random.Random(7)
-    for _ in range(20):
-        shuffled = evs + rnd.sample(evs, 4)
-        rnd.shuffle(shuffled)
+    for shuffled in arrival_orders(evs, seed=7, runs=20, redelivered=4):
         assert_same(samples(engine(cfg).feed(shuffled).index, NOW), expected)
 
 

@@ -6,7 +6,6 @@ import copy
 import json
 import pickle
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -26,8 +25,8 @@ from stream_app.events import (
     encode_event,
     family_of,
 )
-
-EXAMPLES = Path(__file__).resolve().parents[3] / "schemas" / "examples"
+from tests.support.events import at_path
+from tests.support.paths import EXAMPLES_DIR as EXAMPLES
 # A fixed clock after every example, so the future-time check never depends on the wall clock.
 NOW = datetime(2030, 1, 1, tzinfo=timezone.utc).timestamp()
 
@@ -174,22 +173,16 @@ Mutation = Callable[[dict[str, Any], str], None]
 
 def _set(path: str, value: Any) -> Mutation:
     def mutate(obj: dict[str, Any], _sf: str) -> None:
-        *parents, last = path.split(".")
-        target = obj
-        for p in parents:
-            target = target[p]
-        target[last] = value
+        target, key = at_path(obj, path)
+        target[key] = value
 
     return mutate
 
 
 def _del(path: str) -> Mutation:
     def mutate(obj: dict[str, Any], _sf: str) -> None:
-        *parents, last = path.split(".")
-        target = obj
-        for p in parents:
-            target = target[p]
-        del target[last]
+        target, key = at_path(obj, path)
+        del target[key]
 
     return mutate
 

@@ -17,8 +17,8 @@ from stream_app.events.schema_export import (
     render_schemas,
     write_schemas,
 )
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "schemas"
 EXAMPLES = SCHEMAS / "examples"
 DOCS = ROOT / "docs" / "events.md"

@@ -5,13 +5,12 @@ settings are ones the worker understands."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import yaml
 
 from stream_app.config import Settings
+from tests.support.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +20,9 @@ from stream_app.worker.http_ingest import (
     result_of,
     validate_all,
 )
+from tests.support.paths import EXAMPLES_DIR
 
-EXAMPLES = Path(__file__).resolve().parents[3] / "schemas" / "examples"
+EXAMPLES = EXAMPLES_DIR
 JSON = "application/json"
 NDJSON = "application/x-ndjson"
 
