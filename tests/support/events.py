@@ -7,9 +7,9 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from collections.abc import Iterator
 from typing import Any
 
 from stream_app.events import EVENT_TYPES, SUBJECT_FIELDS, family_of
