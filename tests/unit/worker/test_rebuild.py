@@ -93,7 +93,6 @@ def test_chunked_rebuild_equals_the_live_indexes_and_lets_the_loop_run(monkeypat
     ticks = 0
 
     async def reassign() -> None:
-        nonlocal ticks
         stop = asyncio.Event()
 
         async def ticker() -> None:
