@@ -12,7 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -137,10 +137,8 @@ class WorkerProcess:
             return "(no log)"
 
 
-def wait_for(predicate, timeout: float, interval: float = 0.3, message: str = "condition",
-             describe: Callable[[], str] | None = None):
-    """Poll until predicate() returns a truthy value; return it. On timeout the error names
-    ``message``, the last value, and the tail of ``describe()`` (e.g. a log)."""
+def wait_for(predicate, timeout: float, interval: float = 0.3, message: str = "condition"):
+    """Poll until predicate() returns a truthy value; return it."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -148,8 +146,7 @@ def wait_for(predicate, timeout: float, interval: float = 0.3, message: str = "c
         if last:
             return last
         time.sleep(interval)
-    tail = "" if describe is None else "\n" + str(describe())[-4000:]
-    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r}){tail}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {message} (last: {last!r})")
 
 
 def total(samples: dict[str, dict[tuple, float]], name: str, **labels: str) -> float:
