@@ -5,7 +5,7 @@
     python deploy/grafana/build_dashboards.py --check  # exit 1 if they are out of date
 
 The JSON files are this script's committed output (Grafana provisions them from
-disk); tests/unit/test_dashboards.py fails when they differ from what it builds.
+disk); tests/unit/tools/test_dashboards.py fails when they differ from what it builds.
 Code rather than hand-written JSON so every board shares one datasource uid, one
 layout rule, the same variables and the alert annotation, and so SLA compliance
 queries follow the default SLA targets in stream_app.config (bucket edges are the

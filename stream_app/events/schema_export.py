@@ -4,7 +4,7 @@
     python -m stream_app.events.schema_export --check [out_dir]  # exit 1 if out of date
 
 Output is deterministic (sorted keys, 2-space indent, trailing newline) so the committed files
-can be compared byte for byte with what the models produce (tests/unit/test_schemas.py).
+can be compared byte for byte with what the models produce (tests/unit/events/test_schemas.py).
 """
 
 from __future__ import annotations

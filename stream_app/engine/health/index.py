@@ -22,7 +22,7 @@ class HealthIndex:
     Scores depend on the wall clock, so they are computed at read time. Each account's score is
     kept with the instant it stays valid until (:func:`valid_until`: its nearest window edge or
     SLA due time), so a scrape re-evaluates only the accounts that changed or crossed an edge
-    since, and still equals a fresh evaluation at any ``now`` (tests/unit/test_health.py).
+    since, and still equals a fresh evaluation at any ``now`` (tests/unit/engine/test_health.py).
     """
 
     def __init__(self, cfg: HealthConfig | None = None):
