@@ -124,9 +124,11 @@ class FastHandOver:
             return False
         callback, suspended = coros
         consumer = self.consumer
+        frame = getattr(suspended, "cr_frame", None)  # None once a coroutine ran or was closed
         return (
             getattr(suspended, "cr_code", None) is _EVENT_WAIT
-            and suspended.cr_frame.f_locals.get("self") is consumer.suspend_flow
+            and frame is not None
+            and frame.f_locals.get("self") is consumer.suspend_flow
             and hasattr(callback, "send")
             and not consumer.suspend_flow.is_set()
             and not consumer._stopped.is_set()
