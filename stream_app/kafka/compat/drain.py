@@ -30,9 +30,10 @@ only -- two awaitables, the second an ``asyncio.Event.wait()`` of this consumer'
 current context as a task would:
 
 * the callback finished (the common case): the message is handed over, the suspension
-  coroutine is closed unawaited, ``WaitResults([callback], [result], False)`` is returned --
-  what ``wait_first`` returns when the callback wins. An exception from the callback propagates,
-  as ``wait_first`` propagates it.
+  coroutine is closed unawaited, the drain loop yields to the event loop once (a bare
+  ``asyncio.sleep(0)``) and ``WaitResults([callback], [result], False)`` is returned -- what
+  ``wait_first`` returns when the callback wins. An exception from the callback propagates, as
+  ``wait_first`` propagates it.
 * the callback blocked (it yielded a future): the rest of it continues in a task, in the same
   context, and that task goes through Faust's own ``wait_first`` together with the same
   ``suspend_flow.wait()``: a suspension (or stop, or crash) arriving while it waits returns at
@@ -42,12 +43,13 @@ Why this is safe: every run of the patched hand-over is a run the original allow
 creates the callback's task and lets the event loop start it; anything else that is ready may
 run before or after that first step, and when the first step completes the callback has won
 (``asyncio.wait`` reports it done; nothing is cancelled). Running the first step immediately is
-the schedule where it comes first. What is given up is only the loop trip per message: other
-tasks (the agents) run at the drain loop's own yields (every 100 messages, at gaps and commits,
-and whenever a callback blocks), so up to ~100 messages wait in an agent's queue instead of one
--- Faust's queue back-pressure (``on_buffer_full``) still applies. Any other call of
-``wait_first`` on the consumer, and every call while flow is suspended or the service stopping,
-goes to mode's ``wait_first`` unchanged.
+the schedule where it comes first. The loop trip per message is kept: Faust's stream iterators
+take one event per loop trip (``sleep(0)`` in ``StreamIterator.next``), so without it the
+fetcher would hand ~100 messages over (its own yield interval) for every event an agent takes,
+and under a backlog the agents' queues would sit at their pressure limit (thousands of fetched
+events that a rebalance clears and fetches again) instead of next to empty as with
+``wait_first``. Any other call of ``wait_first`` on the consumer, and every call while flow is
+suspended or the service stopping, goes to mode's ``wait_first`` unchanged.
 
 One difference can be observed by the callback: during its first step
 ``asyncio.current_task()`` is the fetcher's task, not a task of its own. Faust's conductor path
@@ -145,6 +147,7 @@ class FastHandOver:
         except StopIteration as done:
             suspended.close()
             self.inline += 1
+            await asyncio.sleep(0)  # the loop trip wait_first made: agents take what came
             return WaitResults([callback], [done.value], False)
         except BaseException:
             suspended.close()

@@ -37,12 +37,15 @@ def test_hand_overs_that_do_not_block_run_inline():
 
 
 def test_a_full_agent_queue_blocks_the_hand_over_until_the_agent_takes_more():
-    # Inline, the drain loop hands up to ~100 messages over before the agent runs: a queue of
-    # 4 fills, the conductor waits on Channel.put, and that hand-over goes on under wait_first.
+    # The agent is held until its queue (4) is full: the conductor waits on Channel.put, and
+    # that hand-over goes on under wait_first until the agent takes more.
     kafka = ScriptedKafka({TICKETS: 40}, {TICKETS: None}, max_records=40)
 
     async def scenario():
         async with FaustWorker(kafka, guard=True, fast=True, buffer_size=4) as worker:
+            worker.agents_running.clear()
+            await asyncio.sleep(0.02)
+            worker.agents_running.set()
             await worker.run_until_read()
         return worker
 
@@ -50,6 +53,33 @@ def test_a_full_agent_queue_blocks_the_hand_over_until_the_agent_takes_more():
     assert worker.received == [(TICKETS, o) for o in range(40)]
     assert worker.hand_over.blocked > 0 and worker.hand_over.inline > 0
     assert worker.lost() == {} and worker.gaps() == {}
+
+
+@BOTH
+def test_agents_take_each_message_before_the_next_hand_over(fast):
+    # Faust's stream takes one event per loop trip; wait_first's loop trip per message keeps the
+    # agent's queue next to empty. The inline hand-over keeps that trip (without it the fetcher
+    # ran ~100 hand-overs per event taken and the queue filled up to its pressure limit).
+    kafka = ScriptedKafka({TICKETS: 300}, {TICKETS: None}, max_records=300)
+    depths = []
+
+    async def scenario():
+        async with FaustWorker(kafka, guard=True, fast=fast) as worker:
+            queue = worker.channels[0].queue
+            sample = asyncio.get_running_loop().call_soon
+
+            def watch():
+                depths.append(queue.qsize())
+                if not worker.drain_task.done():
+                    sample(watch)
+
+            sample(watch)
+            await worker.run_until_read()
+        return worker
+
+    worker = asyncio.run(scenario())
+    assert worker.received == [(TICKETS, o) for o in range(300)]
+    assert max(depths) <= 2
 
 
 @BOTH
