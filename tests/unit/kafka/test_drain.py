@@ -18,6 +18,17 @@ from stream_app.kafka.compat import drain
 from .faust_consumer import FaustWorker, ScriptedKafka
 
 TICKETS = TP("app.ticket", 0)
+
+
+async def _until(condition, timeout: float = 5.0) -> None:
+    """Poll ``condition()`` on the loop (no fixed sleeps: the tests run on a busy machine)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
 BOTH = pytest.mark.parametrize("fast", [False, True], ids=["wait_first", "inline"])
 
 
@@ -44,7 +55,7 @@ def test_a_full_agent_queue_blocks_the_hand_over_until_the_agent_takes_more():
     async def scenario():
         async with FaustWorker(kafka, guard=True, fast=True, buffer_size=4) as worker:
             worker.agents_running.clear()
-            await asyncio.sleep(0.02)
+            await _until(lambda: worker.hand_over.blocked > 0)
             worker.agents_running.set()
             await worker.run_until_read()
         return worker
@@ -133,7 +144,8 @@ def test_a_suspension_interrupts_a_hand_over_waiting_on_a_full_queue(fast):
     async def scenario():
         async with FaustWorker(kafka, guard=True, fast=fast, buffer_size=2) as worker:
             worker.agents_running.clear()
-            await asyncio.sleep(0.05)  # the queue is full, a hand-over waits
+            await _until(worker.channels[0].queue.full)
+            await asyncio.sleep(0.02)  # the queue is full, a hand-over waits
             assert worker.consumer._read_offset[TICKETS] in (4, 5)
             worker.revoke()
             await asyncio.wait_for(worker.recover(), 1)
