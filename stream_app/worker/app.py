@@ -98,9 +98,10 @@ class StreamWorker:
         # recovery): every patch of Faust's and aiokafka's internals, version-checked. Assigned
         # partitions are read from the worker's checkpoints; each offset commit checkpoints first.
         sources = {*self.input_topics.values(), signals_topic}
-        compat.install(
+        guard = compat.install(
             self.app, sources, positions_from=self.assignment.positions, before_commit=self.checkpointer.run
         )
+        self.registry.register(CallbackCollector(lambda: compat.guard_metric_families(guard)))
         # Commits checkpoint first, but Faust commits only offsets beyond its last commit: events
         # read again after a restart (behind the commit) are checkpointed by this timer.
         self.app.timer(settings.store_flush_interval, name="stream_app.checkpoint")(self._checkpoint_timer)

@@ -15,11 +15,19 @@ patch              works around                                 upstream
                    seek are handed over after it and taken for
                    a gap (acked unprocessed); aiokafka does not
                    seek partitions without a commit
+``drain``          Faust hands every message over through       faust-streaming
+                   mode's ``wait_first`` (four tasks and an     ``_drain_messages``; mode
+                   ``asyncio.wait`` each): inline when the      ``Service.wait_first``
+                   callback does not block, under               (faust-streaming/mode)
+                   ``wait_first`` when it does (a
+                   suspension still interrupts it)
 ``batching``       aiokafka lingers per partition: one produce  aio-libs/aiokafka #1137
                    request per partition batch                  (PR #1142)
 ``commits``        no hook before Faust commits offsets: the    (no upstream issue: Faust's
                    worker checkpoints its states first          tables do this internally)
 =================  ===========================================  ===============================
+
+The position guard's discards are exported by :func:`guard_metric_families`.
 """
 
 from __future__ import annotations
@@ -29,13 +37,18 @@ from collections.abc import Awaitable, Callable, Iterable
 from importlib.metadata import version
 from typing import Any
 
-from . import batching, commits, positions
+from . import batching, commits, drain, positions
+from .positions import guard_metric_families
+
+__all__ = ["CompatError", "check_versions", "guard_metric_families", "install"]
 
 # (distribution, lowest supported, first unsupported): the versions whose source the patches
 # were written against.
 SUPPORTED = (
     ("faust-streaming", (0, 15, 2), (0, 16, 0)),
     ("aiokafka", (0, 14, 0), (0, 15, 0)),
+    # Service.wait_first, which ``drain`` bypasses when nothing blocks (faust needs >=0.6)
+    ("mode-streaming", (0, 6, 0), (0, 8, 0)),
 )
 
 
@@ -66,11 +79,12 @@ def install(
     positions_from: positions.Positions | None = None,
     before_commit: Callable[[], Awaitable[Any]] | None = None,
 ) -> positions.PositionGuard:
-    """Install every patch on a Faust app before it starts: the position guard on its consumer
-    (``sources``: the topics whose positions Faust's agents consume; ``positions_from``: where
-    each assigned source partition is read from, default its committed offset), the checkpoint
-    before each offset commit, and node-batched produce requests on its producer. Returns the
-    guard (its counters are exported)."""
+    """Install every patch on a Faust app before it starts: the position guard and the inline
+    hand-over on its consumer (``sources``: the topics whose positions Faust's agents consume;
+    ``positions_from``: where each assigned source partition is read from, default its
+    committed offset), the checkpoint before each offset commit, and node-batched produce
+    requests on its producer. Returns the guard (its counters are exported by
+    :func:`guard_metric_families`)."""
     check_versions()
     if before_commit is not None:
         commits.install(app.consumer, before_commit)
@@ -83,4 +97,7 @@ def install(
         return aio
 
     producer._new_producer = _new_producer
-    return positions.install(app.consumer, sources, positions_from)
+    consumer = app.consumer
+    guard = positions.install(consumer, sources, positions_from)
+    drain.install(consumer)
+    return guard

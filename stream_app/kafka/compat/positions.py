@@ -34,6 +34,8 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
+from prometheus_client.core import CounterMetricFamily
+
 # Where each assigned source partition must be read from (the worker's checkpoints).
 Positions = Callable[[set[Any]], Awaitable[Mapping[Any, int]]]
 
@@ -123,6 +125,22 @@ class PositionGuard:
                     self._lock.release()
         finally:
             await batch.aclose()
+
+
+def guard_metric_families(guard: PositionGuard) -> list[CounterMetricFamily]:
+    """The guard's counters as Prometheus families (for a collector on the worker's registry)."""
+    discarded = CounterMetricFamily(
+        "stream_app_consumer_prefetch_discarded",
+        "Source messages fetched before a consumer seek and not handed to the agents "
+        "(they are fetched again from the position the seek set).",
+    )
+    discarded.add_metric([], guard.discarded)
+    seeks = CounterMetricFamily(
+        "stream_app_consumer_seeks",
+        "Seeks of the consumer to the positions it reads from (after rebalances and restarts).",
+    )
+    seeks.add_metric([], guard.epoch)
+    return [discarded, seeks]
 
 
 def install(consumer: Any, sources: Iterable[str], positions: Positions | None = None) -> PositionGuard:

@@ -1,168 +1,150 @@
-"""stream_app.kafka.compat.positions: what Faust's fetcher is handed around a seek.
+"""stream_app.kafka.compat.positions against Faust's real fetch, drain and seek code.
 
-A stand-in consumer with Faust's own ``perform_seek`` (read and committed offset
-bookkeeping); fetches return scripted batches, and ``drain`` follows Faust's
-``Consumer._drain_messages``: take a message, yield to the loop, compare it
-with the read offset (drop or "gap"), deliver it, record its offset. The
-real-Kafka proof is tests/faults (kill -9 with static membership).
+Each scenario runs Faust's own consumer (``_drain_messages``, ``getmany``, ``perform_seek``,
+read offsets and gaps), conductor and agent queue over a scripted aiokafka layer
+(tests/unit/kafka/faust_consumer.py), with the guard, and once more without it as a control:
+the control must show the Faust bug the guard exists for (a message that never reaches an agent,
+or a gap Faust would ack unprocessed). If a Faust upgrade fixes a bug, its control fails: re-read
+the guard. Every scenario also runs with the inline hand-over (compat.drain) installed.
+The real-Kafka proof is tests/faults (kill -9 with static membership, rebalances).
 """
 
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 
-from faust.transport.consumer import Consumer
+import pytest
 from faust.types import TP
 
-from stream_app.kafka.compat.positions import install
+from .faust_consumer import FaustWorker, ScriptedKafka
 
 TICKETS = TP("app.ticket", 0)
 SIGNALS = TP("app.health-signals", 0)
-CHANGELOG = TP("app-tickets-changelog", 0)
-SOURCES = {"app.ticket", "app.health-signals"}
+
+FAST = pytest.mark.parametrize("fast", [False, True], ids=["wait_first", "inline"])
 
 
-def msg(tp: TP, offset: int) -> SimpleNamespace:
-    return SimpleNamespace(tp=tp, offset=offset)
+def _check(worker: FaustWorker, guarded: bool) -> None:
+    if guarded:
+        assert worker.lost() == {}
+        assert worker.gaps() == {}
+    else:  # the control: Faust alone loses a message or acks one unprocessed
+        assert worker.lost() or worker.gaps(), "Faust without the guard got this right: re-read the guard"
 
 
-class ScriptedConsumer:
-    """Faust's Consumer surface the guard touches; fetches pop scripted batches."""
-
-    perform_seek = Consumer.perform_seek  # Faust's: seek_to_committed, then read/committed offsets
-
-    def __init__(self, committed: dict[TP, int | None], batches: list[dict[TP, list]]) -> None:
-        self.committed = committed
-        self.batches = batches
-        self.fetch_started = asyncio.Event()
-        self.release_fetch: asyncio.Event | None = None
-        self._read_offset: dict[TP, int | None] = {}
-        self._committed_offset: dict[TP, int | None] = {}
-        self.seeks: list[tuple[TP, int | None]] = []
-
-    def assignment(self) -> set[TP]:
-        return set(self.committed)
-
-    async def seek(self, tp: TP, offset: int) -> None:
-        self.seeks.append((tp, offset))
-        self._read_offset[tp] = offset if offset else None
-
-    async def seek_to_committed(self) -> dict[TP, int | None]:
-        self.seeks += [(tp, o) for tp, o in self.committed.items() if o]  # aiokafka skips None and 0
-        return dict(self.committed)
-
-    async def _getmany(self, active_partitions, timeout):
-        self.fetch_started.set()
-        if self.release_fetch is not None:
-            await self.release_fetch.wait()
-        return self.batches.pop(0) if self.batches else {}
-
-    async def getmany(self, timeout: float):
-        # Like Faust's Consumer.getmany: one fetch, then its messages one by one.
-        records = await self._getmany(active_partitions=None, timeout=timeout)
-        for tp, messages in records.items():
-            for m in messages:
-                yield tp, m
-
-
-async def drain(consumer, out: list, on_message=None) -> None:
-    """One batch through Faust's _drain_messages rules; out gets (tp, offset, verdict)."""
-    async for tp, m in consumer.getmany(timeout=1.0):
-        if on_message is not None:
-            on_message(m)
-        await asyncio.sleep(0)  # Faust yields to the loop every 100 messages, here every one
-        r_offset = consumer._read_offset.get(tp)
-        if r_offset is not None and m.offset < r_offset:
-            out.append((tp, m.offset, "dropped"))
-            continue
-        gap = r_offset is not None and m.offset - r_offset > 1
-        out.append((tp, m.offset, f"gap from {r_offset}" if gap else "delivered"))
-        await asyncio.sleep(0)  # delivering to the agent's queue
-        consumer._read_offset[tp] = m.offset
-
-
-def test_uncommitted_source_partitions_start_from_the_beginning():
-    committed = {TICKETS: None, SIGNALS: 7, CHANGELOG: None}
-    consumer = ScriptedConsumer(committed, [])
-    install(consumer, SOURCES)
-    asyncio.run(consumer.perform_seek())
-    # aiokafka would leave TICKETS where it was; the changelog is recovery's business.
-    assert consumer.seeks == [(SIGNALS, 7), (TICKETS, 0)]
-    assert consumer._read_offset[TICKETS] is None and consumer._read_offset[SIGNALS] == 7
-
-
-def test_a_seek_during_a_hand_over_ends_that_batch_and_nothing_looks_read_or_skipped():
-    # Recovery of a restarted worker: 5..7 were fetched before the seek back to
-    # the committed offset 3, which happens while 5 is being handed over.
-    consumer = ScriptedConsumer(
-        {TICKETS: 3},
-        [{TICKETS: [msg(TICKETS, 5), msg(TICKETS, 6), msg(TICKETS, 7)]},
-         {TICKETS: [msg(TICKETS, 3), msg(TICKETS, 4), msg(TICKETS, 5), msg(TICKETS, 6)]}],  # fmt: skip
-    )
-    guard = install(consumer, SOURCES)
-    out: list = []
+@FAST
+@pytest.mark.parametrize("guarded", [True, False], ids=["guard", "no-guard"])
+def test_uncommitted_partition_rewinds_to_its_start(guarded, fast):
+    # A rebalance stops the flow as offset 0 is handed over: the suspension interrupts that
+    # hand-over, Faust's getmany drops the rest of the batch (1, 2) and aiokafka's position
+    # stays at 3. The partition has no commit, so aiokafka's seek_to_committed leaves it there:
+    # Faust alone never reads 0..2.
+    kafka = ScriptedKafka({TICKETS: 8}, {TICKETS: None})
 
     async def scenario():
-        seeking: list = []
+        async with FaustWorker(kafka, guard=guarded, fast=fast) as worker:
+            rebalancing = []
 
-        def seek_on_first(m):
-            if not seeking:
-                seeking.append(asyncio.ensure_future(consumer.perform_seek()))
+            async def revoke(message):  # the revocation arrives during this hand-over
+                worker.revoke()
+                rebalancing.append(asyncio.ensure_future(worker.recover(after=0.01)))
 
-        await drain(consumer, out, seek_on_first)
-        await seeking[0]
-        await drain(consumer, out)
+            worker.before_hand_over(0, revoke)
+            await worker.run_until_read()
+            await asyncio.gather(*rebalancing)
+        return worker
 
-    asyncio.run(scenario())
-    assert out == [
-        (TICKETS, 5, "delivered"),  # handed over before the seek: Faust handles it as usual
-        # 6 and 7 are not handed over after the seek; they come again from 3 on,
-        # and no offset is dropped as already read or acked as a gap.
-        (TICKETS, 3, "delivered"),
-        (TICKETS, 4, "delivered"),
-        (TICKETS, 5, "delivered"),
-        (TICKETS, 6, "delivered"),
-    ]
-    assert guard.discarded == 2
+    worker = asyncio.run(scenario())
+    _check(worker, guarded)
+    if guarded:
+        assert kafka.seeks == [(TICKETS, 0)]
+        assert worker.received == [(TICKETS, o) for o in range(8)]
+    else:
+        assert worker.lost() == {TICKETS: [0, 1, 2]}
 
 
-def test_a_seek_waits_for_a_fetch_under_way_and_ends_that_batch():
-    consumer = ScriptedConsumer(
-        {TICKETS: 10},
-        [{TICKETS: [msg(TICKETS, 12), msg(TICKETS, 13)]}, {TICKETS: [msg(TICKETS, 10), msg(TICKETS, 11)]}],
-    )
-    install(consumer, SOURCES)
-    out: list = []
+@FAST
+@pytest.mark.parametrize("guarded", [True, False], ids=["guard", "no-guard"])
+def test_seek_during_a_blocked_hand_over(guarded, fast):
+    # Recovery of a restarted worker: 5..7 were fetched before the seek back to the committed
+    # offset 3, which runs while the hand-over of 5 waits (its agent's queue full for a moment).
+    # Faust alone writes 5's read offset back after the seek and drops 3 and 4 as already read.
+    kafka = ScriptedKafka({TICKETS: 10}, {TICKETS: 3}, positions={TICKETS: 5})
 
     async def scenario():
-        consumer.release_fetch = asyncio.Event()
-        fetching = asyncio.ensure_future(drain(consumer, out))
-        await consumer.fetch_started.wait()
-        seeking = asyncio.ensure_future(consumer.perform_seek())
-        await asyncio.sleep(0.01)
-        assert not seeking.done()  # the fetch holds it off
-        consumer.release_fetch.set()
-        await asyncio.gather(fetching, seeking)
-        await drain(consumer, out)
+        async with FaustWorker(kafka, guard=guarded, fast=fast) as worker:
+            seeking = []
 
-    asyncio.run(scenario())
-    # The seek was waiting first: nothing of the batch fetched before it is handed over.
-    assert out == [(TICKETS, 10, "delivered"), (TICKETS, 11, "delivered")]
+            async def seek_while_blocked(message):
+                seeking.append(asyncio.ensure_future(worker.recover()))
+                for _ in range(5):
+                    await asyncio.sleep(0)
+
+            worker.before_hand_over(5, seek_while_blocked)
+            await worker.run_until_read()
+            await asyncio.gather(*seeking)
+        return worker
+
+    worker = asyncio.run(scenario())
+    _check(worker, guarded)
+    if guarded:
+        # 5 was handed over before the seek; 6 and 7 of that batch were not, and came again.
+        assert worker.received == [(TICKETS, o) for o in [5, 3, 4, 5, 6, 7, 8, 9]]
+        assert worker.guard.discarded == 2
 
 
-def test_batches_fetched_after_the_seek_are_handed_over_whole():
-    consumer = ScriptedConsumer({TICKETS: 3, SIGNALS: 0}, [{TICKETS: [msg(TICKETS, 3)], SIGNALS: [msg(SIGNALS, 0)]},
-                                                           {TICKETS: [msg(TICKETS, 4)]}])  # fmt: skip
-    guard = install(consumer, SOURCES)
-    out: list = []
+@FAST
+@pytest.mark.parametrize("guarded", [True, False], ids=["guard", "no-guard"])
+def test_seek_while_a_fetch_is_under_way(guarded, fast):
+    # The fetch from position 12 is in flight when the seek back to 10 starts. Faust alone
+    # hands 12 over after the seek: a "gap" from 10 that it acks (11 unprocessed), and the
+    # refetched 10..12 are dropped as already read.
+    kafka = ScriptedKafka({TICKETS: 16}, {TICKETS: 10}, positions={TICKETS: 12})
 
     async def scenario():
-        await consumer.perform_seek()
-        await drain(consumer, out)
-        await drain(consumer, out)
+        kafka.gate = asyncio.Event()
+        async with FaustWorker(kafka, guard=guarded, fast=fast) as worker:
+            await kafka.fetch_started.wait()
+            seeking = asyncio.ensure_future(worker.recover())
+            await asyncio.sleep(0.01)
+            if guarded:
+                assert not seeking.done()  # the fetch holds it off
+            kafka.gate.set()
+            kafka.gate = None
+            await seeking
+            await worker.run_until_read()
+        return worker
+
+    worker = asyncio.run(scenario())
+    _check(worker, guarded)
+    if guarded:
+        assert worker.received == [(TICKETS, o) for o in range(10, 16)]
+        assert worker.guard.discarded == 3
+
+
+@FAST
+def test_batches_fetched_after_a_seek_are_handed_over_whole(fast):
+    kafka = ScriptedKafka({TICKETS: 5, SIGNALS: 2}, {TICKETS: 3, SIGNALS: 0})
+
+    async def scenario():
+        async with FaustWorker(kafka, guard=True, fast=fast) as worker:
+            await worker.rebalance()
+            await worker.run_until_read()
+        return worker
+
+    worker = asyncio.run(scenario())
+    assert sorted(worker.received) == [(SIGNALS, 0), (SIGNALS, 1), (TICKETS, 3), (TICKETS, 4)]
+    assert worker.guard.discarded == 0 and worker.gaps() == {}
+    assert worker.guard.epoch >= 1
+
+
+def test_installing_twice_wraps_once():
+    from stream_app.kafka.compat import positions
+
+    kafka = ScriptedKafka({TICKETS: 1}, {TICKETS: None})
+
+    async def scenario():
+        worker = FaustWorker(kafka, guard=True, fast=False)
+        assert positions.install(worker.consumer, {"app.ticket"}) is worker.guard
 
     asyncio.run(scenario())
-    assert out == [(TICKETS, 3, "delivered"), (SIGNALS, 0, "delivered"), (TICKETS, 4, "delivered")]
-    assert guard.discarded == 0
-    assert install(consumer, SOURCES) is guard  # installing twice wraps once
