@@ -170,8 +170,8 @@ class HealthProcessor:
     def holds(self, partition: int) -> bool:
         return partition in self.states.parts
 
-    def rows(self, partitions: set[int]) -> Iterable[list]:
-        return (row for _, _, row in self.states.items(partitions))
+    def rows(self, partitions: set[int]) -> Iterable[tuple[str, list]]:
+        return ((key, row) for key, _, row in self.states.items(partitions))
 
     def collect(self, now: float) -> Iterable[Metric]:
         return self.stage.index.collect(now)

@@ -42,19 +42,19 @@ class HealthStage:
             return [], []
         return row_changes(old, state)
 
-    def rebuild(self, rows: Iterable[Row], now: float) -> None:
+    def rebuild(self, rows: Iterable[tuple[str, Row]], now: float) -> None:
         """Rebuild at once (tests, tools)."""
         for _ in self.rebuild_steps(rows, now):
             pass
 
-    def rebuild_steps(self, rows: Iterable[Row], now: float) -> Iterator[None]:
-        """Rebuild the index from the stored rows of the assigned partitions, yielding every
+    def rebuild_steps(self, rows: Iterable[tuple[str, Row]], now: float) -> Iterator[None]:
+        """Rebuild the index from the stored (key, row) pairs of the assigned partitions, yielding every
         ``rebuilds.REBUILD_CHUNK`` rows or accounts; dropped if overtaken (see RebuildGate)."""
         token = self.gate.start()
         chunk = rebuilds.REBUILD_CHUNK
         states: dict[str, HealthState] = {}
-        for i, row in enumerate(rows, 1):
-            merge_row(states, row)
+        for i, (key, row) in enumerate(rows, 1):
+            merge_row(states, key, row)
             if i % chunk == 0:
                 yield
         for i, state in enumerate(states.values(), 1):

@@ -152,15 +152,16 @@ def prune(entries: dict[str, dict[str, list]], hw: float, cfg: HealthConfig) -> 
 
 
 # --------------------------------------------------------------------------- rows
-# An account is stored as one row per (source, entity): its latest signal or tombstone,
-# ``[account_id, source, entity, ts, signal]``. A signal changes one entity, so it writes one small
-# row instead of the whole account (an account can hold thousands of entities).
+# An account is stored as one row per (source, entity): the key names them (:func:`row_key`), the
+# value is the entity's latest signal or tombstone, ``[ts, signal]``. A signal changes one
+# entity, so it writes one small row instead of the whole account (an account can hold thousands
+# of entities).
 
-Row = list  # [account_id, source, entity, ts, signal | None]
+Row = list  # [ts, signal | None]
 
 
 def row_key(account_id: str, source: str, entity: str) -> str:
-    """Table key of one entity's row (JSON: unambiguous whatever the ids contain)."""
+    """Key of one entity's row (JSON: unambiguous whatever the ids contain)."""
     return json.dumps([account_id, source, entity], separators=(",", ":"))
 
 
@@ -180,7 +181,7 @@ def row_changes(old: HealthState | None, new: HealthState) -> tuple[list[tuple[s
             continue
         for entity, entry in entities.items():
             if before is None or before.get(entity) is not entry:
-                sets.append((row_key(account_id, source, entity), [account_id, source, entity, entry[0], entry[1]]))
+                sets.append((row_key(account_id, source, entity), [entry[0], entry[1]]))
         if before is not None:
             deletes.extend(row_key(account_id, source, e) for e in before if e not in entities)  # pruned
     for source, before in old_entries.items():
@@ -189,10 +190,11 @@ def row_changes(old: HealthState | None, new: HealthState) -> tuple[list[tuple[s
     return sets, deletes
 
 
-def merge_row(states: dict[str, HealthState], row: Row) -> None:
+def merge_row(states: dict[str, HealthState], key: str, row: Row) -> None:
     """Add one stored row to the states being rebuilt; of two rows of one entity the newer wins
     (a deletion wins a tie, as in :func:`apply_signal`)."""
-    account_id, source, entity, ts, signal = row
+    account_id, source, entity = json.loads(key)
+    ts, signal = row
     state = states.get(account_id)
     if state is None:
         state = states[account_id] = HealthState(account_id)

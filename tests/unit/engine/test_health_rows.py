@@ -33,7 +33,7 @@ class Stored:
             self.rows.pop(key, None)
 
     def rebuild(self, partitions: set[int]) -> None:
-        self.stage.rebuild((v[1] for v in self.rows.values() if v[0] in partitions), NOW)
+        self.stage.rebuild(((k, v[1]) for k, v in self.rows.items() if v[0] in partitions), NOW)
 
 
 def _processor() -> Stored:
