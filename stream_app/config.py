@@ -211,6 +211,16 @@ class Settings(BaseSettings):
     )
     label_feature_cap: int = Field(50, ge=1, description="Distinct feature label values kept.")
 
+    # --- Bounded state and recovery policies (docs/state-store.md, Memory model) ---------------
+    support_ticket_retention_seconds: int = Field(
+        30 * 86400,
+        ge=0,
+        description="A solved, closed or incomplete ticket's life ends this long after its newest event: "
+        "a later event (e.g. a reopen) starts a new, incomplete ticket, and the state is deleted once the "
+        "watermark passes that point plus the longest window and grace. 0 = keep every ticket for good. At "
+        "least the longest support window + grace; 30 d covers customer health's look at solved tickets.",
+    )
+
     # --- Web / exposition --------------------------------------------------
     web_host: str = Field("0.0.0.0", description="Address the worker's HTTP server binds.")
     web_port: int = Field(
