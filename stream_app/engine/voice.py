@@ -32,6 +32,7 @@ from stream_app.engine.index import ContributionIndex
 from stream_app.engine.family import Family
 from stream_app.engine.labels import LabelGuard, LabelRule
 from stream_app.engine.windows import RollingCounter, RollingHistogram, check_windows, window_label
+from stream_app.engine.fields import field as _field
 
 PREFIX = "stream_app_voice_"
 KINDS = ("nps", "csat", "ces")
@@ -131,10 +132,6 @@ class VoiceConfig:
 
 
 # --------------------------------------------------------------------------- state
-
-
-def _field(data: Any, name: str, default: Any = None) -> Any:
-    return data.get(name, default) if isinstance(data, Mapping) else getattr(data, name, default)
 
 
 class ResponseFacts(NamedTuple):

@@ -77,7 +77,7 @@ def exposed() -> dict[str, dict[str, set[str]]]:
             worker.pipeline.invalid.labels(topic, rejected.reason).inc()
             worker.pipeline.deadlettered.labels(topic, rejected.reason).inc()
             continue
-        worker.pipeline.observe_valid(topic, event.type, event.ts, now)
+        worker.pipeline.observe_valid_batch(topic, {event.type: 1}, event.ts, [max(0.0, now - event.ts)])
         # The engine step of the event's family (states in a dict instead of the Faust table),
         # its signals applied by the health stage as the health agent would.
         run = engines[raw.family]
