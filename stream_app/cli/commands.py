@@ -14,6 +14,7 @@ from pydantic import SecretStr
 from ..config import Settings, env_name, env_text
 from .failures import StartupFailure
 from .startup import validated_settings, wait_for_kafka
+from .worker import kafka_problem
 
 
 def main_topics(argv: list[str]) -> int:
@@ -30,7 +31,7 @@ def main_topics(argv: list[str]) -> int:
     try:
         partitions = asyncio.run(ensure_topics(settings))
     except RuntimeError as exc:
-        raise StartupFailure(f"Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+        raise StartupFailure(kafka_problem(settings, exc)) from exc
     for name, count in sorted(partitions.items()):
         print(f"{name}: {count} partitions")
     return 0

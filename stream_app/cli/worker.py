@@ -49,6 +49,11 @@ def ready_url(settings: Settings) -> str:
     return f"http://{host}:{settings.web_port}"
 
 
+def kafka_problem(settings: Settings, exc: BaseException) -> str:
+    text = str(exc)
+    return text if text.startswith("Kafka at") else f"Kafka at {settings.kafka_bootstrap}: {text}"
+
+
 def main_worker(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     overrides = {"web_port": args.web_port} if args.web_port is not None else {}
@@ -71,7 +76,7 @@ def run_worker(settings: Settings, logging_config: dict) -> int:
         # Topics must exist with the right partition count before Faust subscribes.
         loop.run_until_complete(ensure_topics(settings))
     except RuntimeError as exc:  # a partition-count mismatch, refused credentials, a refused create
-        raise StartupFailure(f"Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+        raise StartupFailure(kafka_problem(settings, exc)) from exc
     # Faust reads its bind address from WEB_BIND (default every interface): bind where
     # STREAM_APP_WEB_HOST says, as that setting documents.
     os.environ.setdefault("WEB_BIND", settings.web_host)
