@@ -199,9 +199,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--profile",
-        choices=("realistic", "fast"),
-        default="realistic",
-        help="timing: realistic (14-day trials, monthly billing) or fast (minutes; for demos)",
+        choices=("dense", "saas", "fast", "realistic"),
+        default="dense",
+        help="dense: every family busy within minutes, real-time delays (the tests' world); "
+        "saas: a believable company sized from --rate, starting with its recent past (the demo's); "
+        "fast: dense with trials and billing months in minutes; realistic: old name of dense",
     )
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default: settings)")
     p.add_argument(
