@@ -93,7 +93,7 @@ class Profile:
             mix=(
                 ("session", 0.5),  # sessions per user per day (the classes spread them)
                 ("api_call", 0.25),
-                ("ticket", 0.011),  # about 4-5 per hundred daily active users
+                ("ticket", 0.016),  # about 5 per hundred daily active users
                 ("nps", 0.0006),
                 ("signup", 0.0015),  # a new teammate in an existing account
                 ("new_account", 0.0002),
@@ -102,8 +102,8 @@ class Profile:
             activity_classes=((0.15, 5.0), (0.35, 0.6), (0.50, 0.08)),
             history_seconds=30 * 86400.0,
             session_median_seconds=1200.0,
-            heartbeat_seconds=(30.0, 60.0),
-            feature_mean_seconds=(20.0, 90.0),
+            heartbeat_seconds=(15.0, 30.0),
+            feature_mean_seconds=(5.0, 20.0),
             never_picked_up=0.0,
             first_reply_sigma=1.1,
             escalated=0.6,
@@ -124,11 +124,11 @@ class Profile:
 
 
 #: Events per second of the demo's SaaS world unless told otherwise (`stream-app demo --rate`).
-DEMO_RATE = 20.0
+DEMO_RATE = 10.0
 
 #: Users in the SaaS world per event/s of rate: what makes its users produce about ``rate`` events/s
 #: (measured on the generator's own output; tests/unit/tools/test_generator_world.py checks it).
-SAAS_USERS_PER_RATE = 2000.0
+SAAS_USERS_PER_RATE = 650.0
 
 
 def wchoice(rng: random.Random, items: tuple[Any, ...], cum: list[float]) -> Any:
