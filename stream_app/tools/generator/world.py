@@ -107,7 +107,7 @@ class Profile:
             never_picked_up=0.0,
             first_reply_sigma=1.1,
             escalated=0.6,
-            pending_auto_solve_seconds=4 * 86400.0,
+            pending_auto_solve_seconds=2 * 86400.0,
             tickets_per_agent_day=25.0,
         )
 
