@@ -130,20 +130,33 @@ async def _probe_kafka(host: str, port: int, ctx: ssl.SSLContext | None, timeout
     try:
         writer.write(api_versions_request())
         await writer.drain()
-        answer = b""
-        try:
-            async with asyncio.timeout(timeout):
-                while len(answer) < 8:
-                    chunk = await reader.read(64)
-                    if not chunk:
-                        break
-                    answer += chunk
-        except TimeoutError:
+        answer = await _read_some(reader, 8, timeout)
+        if not answer:
+            # Silence: not Kafka, which answers at once. Text servers (HTTP, Redis) wait for a
+            # line end; give them one, so the message can say what listens there.
+            writer.write(b"\r\n\r\n")
+            await writer.drain()
+            answer = await _read_some(reader, 64, 2.0)
             if not answer:
                 return f"something listens there but sent no answer to a Kafka request within {timeout:.0f}s (not Kafka?)"
         return kafka_answer_problem(answer)
     finally:
         writer.close()
+
+
+async def _read_some(reader: asyncio.StreamReader, want: int, timeout: float) -> bytes:
+    """Up to ``want`` bytes, whatever arrived within ``timeout`` s (b"" for silence or EOF)."""
+    answer = b""
+    try:
+        async with asyncio.timeout(timeout):
+            while len(answer) < want:
+                chunk = await reader.read(want - len(answer))
+                if not chunk:
+                    break
+                answer += chunk
+    except TimeoutError:
+        pass
+    return answer
 
 
 async def check_kafka(settings: Settings, timeout: float | None = None) -> None:
