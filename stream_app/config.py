@@ -265,7 +265,10 @@ class Settings(BaseSettings):
         "empty = no auth. Never logged.",
     )
     api_rate_limit: float = Field(
-        0.0, ge=0, description="Requests per second per client address on /accounts/...; 0 = unlimited."
+        0.0,
+        ge=0,
+        description="Requests per second per client address on /accounts/... and POST /events (429 "
+        "beyond it); 0 = unlimited.",
     )
     api_rate_burst: int = Field(
         20, ge=1, description="Requests a client may make at once before api_rate_limit applies (429)."
