@@ -188,6 +188,8 @@ class Demo:
             if time.monotonic() >= next_summary:
                 next_summary += SUMMARY_EVERY
                 texts = [_get(u + "/metrics")[1] for u in self.urls]
+                if self.stopping:  # Ctrl-C while reading: the last word is "stopping"
+                    return
                 pipeline, business = summary(texts)
                 print(f"[{time.strftime('%H:%M:%S')}] {pipeline}\n           {business}", flush=True)
 
