@@ -221,7 +221,7 @@ def too_old_warning(event: Any, now: float, horizons: dict[str, float]) -> str |
 
 def _days(seconds: float) -> str:
     days = seconds / 86400
-    return f"{days:.0f} days" if days >= 2 else f"{seconds / 3600:.0f} hours"
+    return f"{days:.0f} days" if days >= 1.5 else f"{seconds / 3600:.0f} hours"
 
 
 def result_of(

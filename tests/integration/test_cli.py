@@ -76,26 +76,27 @@ def test_a_worker_starts_quietly_in_one_format_and_says_where_it_is_ready(stack,
     assert worker.proc.returncode == 0
 
 
-def test_kafka_address_of_a_redis_server_fails_within_the_bound(stack):
-    redis_port = stack.redis_url.rsplit(":", 1)[1].split("/")[0]
-    env = {"STREAM_APP_KAFKA_BOOTSTRAP": f"127.0.0.1:{redis_port}", "STREAM_APP_STORE": "memory",
-           "STREAM_APP_STARTUP_TIMEOUT_SECONDS": "10"}  # fmt: skip
+def _fails_in_one_line(env: dict[str, str]) -> tuple[str, float]:
+    """Runs a worker that must not start: its one error line and how long it took."""
     t0 = time.monotonic()
     proc = _cli(env, "worker")
     took = time.monotonic() - t0
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("stream-app worker:")]
+    return line, took
+
+
+def test_kafka_address_of_a_redis_server_fails_within_the_bound(stack):
+    redis_port = stack.redis_url.rsplit(":", 1)[1].split("/")[0]
+    line, took = _fails_in_one_line({"STREAM_APP_KAFKA_BOOTSTRAP": f"127.0.0.1:{redis_port}",
+                                     "STREAM_APP_STORE": "memory", "STREAM_APP_STARTUP_TIMEOUT_SECONDS": "10"})  # fmt: skip
     assert f"Kafka at 127.0.0.1:{redis_port}" in line and "not Kafka" in line, line
     assert took < 20, f"{took:.1f}s"
 
 
 def test_redis_url_of_a_kafka_broker_fails_within_the_bound(stack):
-    env = {"STREAM_APP_KAFKA_BOOTSTRAP": stack.bootstrap, "STREAM_APP_REDIS_URL": f"redis://{stack.bootstrap}/0",
-           "STREAM_APP_STARTUP_TIMEOUT_SECONDS": "5"}  # fmt: skip
-    t0 = time.monotonic()
-    proc = _cli(env, "worker")
-    took = time.monotonic() - t0
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("stream-app worker:")]
+    line, took = _fails_in_one_line({"STREAM_APP_KAFKA_BOOTSTRAP": stack.bootstrap,
+                                     "STREAM_APP_REDIS_URL": f"redis://{stack.bootstrap}/0",
+                                     "STREAM_APP_STARTUP_TIMEOUT_SECONDS": "5"})  # fmt: skip
     assert f"Redis at {stack.bootstrap}" in line, line
     assert 5 <= took < 20, f"{took:.1f}s"
