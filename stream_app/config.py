@@ -313,8 +313,8 @@ class Settings(BaseSettings):
     redis_required_at_start: bool = Field(
         True,
         description="A worker whose Redis does not answer within startup_timeout_seconds exits (1). "
-        "false: it starts anyway, recovers from the changelog and writes to Redis once it is back "
-        "(docs/state-store.md). Wrong credentials or a server that is not Redis always stop it.",
+        "false: it starts anyway, rebuilds its partitions from the topics and checkpoints to Redis once "
+        "it is back (docs/state-store.md). Wrong credentials or a server that is not Redis always stop it.",
     )
     log_format: Literal["plain", "json"] = Field(
         "plain", description="Log lines: 'plain' text, or 'json' (one JSON object per line)."

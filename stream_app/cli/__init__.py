@@ -23,7 +23,7 @@ commands:
   worker     run a metrics worker (settings from STREAM_APP_* environment variables)
   generate   send synthetic events to Kafka (see: stream-app generate --help)
   stack      run the local Kafka + Redis stack by hand (see: stream-app stack --help)
-  topics     create the topics (input, dead-letter, health signals, table changelogs) if missing
+  topics     create the topics (input, dead-letter, health signals) if missing
   schemas    write the JSON Schema files (or --check that schemas/ is up to date)
   top        live terminal view of headline metrics and pipeline health (see: stream-app top --help)
   config     print the effective settings (secrets masked)

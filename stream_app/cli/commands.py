@@ -22,7 +22,7 @@ def main_topics(argv: list[str]) -> int:
 
     argparse.ArgumentParser(
         prog="stream-app topics",
-        description="Create the missing topics (input, dead-letter, health signals, table changelogs) with "
+        description="Create the missing topics (input, dead-letter, health signals) with "
         "STREAM_APP_TOPIC_PARTITIONS partitions and print each topic's partition count. Settings: "
         "STREAM_APP_KAFKA_BOOTSTRAP, STREAM_APP_TOPIC_*, docs/configuration.md.",
     ).parse_args(argv)
