@@ -660,11 +660,13 @@ class Bench:
         return n
 
     def burst(self, topics: dict[str, str], events: list[GeneratedEvent], count: Callable[[], float],
-              target: float, interval: float | None = None, done_at: Callable[[], float] | None = None) -> dict:  # fmt: skip
+              target: float, interval: float | None = None, done_at: Callable[[], float] | None = None,
+              rate_floor: float = 100.0) -> dict:  # fmt: skip
         """Produce the log as fast as possible; time until ``count()`` reaches ``target``.
 
         ``done_at``: the system's own wall-clock time of its last message, read once the target is
-        reached (more precise than the poll that saw it).
+        reached (more precise than the poll that saw it). ``rate_floor``: slowest rate (events/s)
+        waited for before giving up.
         """
         interval = interval or self.opts.poll_interval
         produced: dict = {}
@@ -680,8 +682,8 @@ class Bench:
         t0, wall0 = _now(), time.time()
         thread = threading.Thread(target=produce, daemon=True)
         thread.start()
-        wait_for(lambda: "error" not in produced and count() >= target, self.timeout(len(events)), interval,
-                 f"{target:.0f} processed")  # fmt: skip
+        wait_for(lambda: "error" not in produced and count() >= target, self.timeout(len(events), rate_floor),
+                 interval, f"{target:.0f} processed")  # fmt: skip
         seconds = _now() - t0
         if done_at is not None:
             seconds = min(seconds, max(done_at() - wall0, 1e-3))
@@ -1050,7 +1052,9 @@ class Bench:
         prev, mixed = before, before
         for st in stages:
             loaded += len(st.events)
-            load = self.burst(topics, st.events, count, loaded, interval=0.01, done_at=lambda: count.last_at)
+            # A 1M-entity load on a shared machine may run far below the usual 100 events/s floor.
+            load = self.burst(topics, st.events, count, loaded, interval=0.01, done_at=lambda: count.last_at,
+                              rate_floor=25)  # fmt: skip
             load_seconds += load["seconds"]
             # Everything consumed and committed, health signals included (second hop).
             wait_for(lambda: polite(offsets_done, w), self.timeout(0) + 600 * self.opts.timeout_scale, 0.2,
@@ -1074,7 +1078,7 @@ class Bench:
 
         def start() -> None:
             try:
-                w.start(ready_timeout=self.timeout(n, 1000))
+                w.start(ready_timeout=self.timeout(n, 250))
                 ready.setdefault("t", _now())
             except BaseException as exc:  # noqa: BLE001
                 ready["error"] = exc
@@ -1097,7 +1101,7 @@ class Bench:
             return not last_diff
 
         try:
-            wait_for(correct, self.timeout(n, 1000), 0.1, "metrics equal to before the kill")
+            wait_for(correct, self.timeout(n, 250), 0.1, "metrics equal to before the kill")
         except TimeoutError as exc:
             raise TimeoutError(f"{store} store: {exc}; differences (series, now, before): {last_diff}") from None
         t_correct = _now() - t_kill
