@@ -72,6 +72,7 @@ class Options:
     poll_interval: float = 0.2
     profile_seconds: float = 0.0  # >0: py-spy the 1-worker throughput run for this long
     timeout_scale: float = 1.0
+    stall_seconds: float = 300.0  # a burst fails when the processed count has not moved for this long
     phases: tuple[str, ...] = ("throughput", "recovery")  # throughput includes freshness
     stores: tuple[str, ...] = ("redis", "memory")  # recovery and memory phases, in this order
     # Smoke runs: independent phases at once and short waits. Figures are then meaningless.
@@ -557,6 +558,10 @@ class RunnerDied(RuntimeError):
     pass
 
 
+class Stalled(RuntimeError):
+    """A system stopped making progress (its processed count did not move for a long while)."""
+
+
 class Runner:
     """A comparison process (benchmarks.ceiling / faust_baseline / quix_peer) with its /count page."""
 
@@ -666,10 +671,23 @@ class Bench:
 
         ``done_at``: the system's own wall-clock time of its last message, read once the target is
         reached (more precise than the poll that saw it). ``rate_floor``: slowest rate (events/s)
-        waited for before giving up.
+        waited for before giving up; the wait also ends (``Stalled``) when the count has not moved
+        for ``stall_seconds``, e.g. a worker that stopped consuming.
         """
         interval = interval or self.opts.poll_interval
         produced: dict = {}
+        seen = {"count": -1.0, "at": _now()}
+        stall = self.opts.stall_seconds * self.opts.timeout_scale
+
+        def reached() -> bool:
+            if "error" in produced:
+                return True  # raised below
+            n = count()
+            if n > seen["count"]:
+                seen["count"], seen["at"] = n, _now()
+            elif _now() - seen["at"] > stall:
+                raise Stalled(f"no progress for {stall:.0f} s at {n:.0f} of {target:.0f} processed")
+            return n >= target
 
         def produce() -> None:
             t = _now()
@@ -682,8 +700,7 @@ class Bench:
         t0, wall0 = _now(), time.time()
         thread = threading.Thread(target=produce, daemon=True)
         thread.start()
-        wait_for(lambda: "error" not in produced and count() >= target, self.timeout(len(events), rate_floor),
-                 interval, f"{target:.0f} processed")  # fmt: skip
+        wait_for(reached, self.timeout(len(events), rate_floor), interval, f"{target:.0f} processed")
         seconds = _now() - t0
         if done_at is not None:
             seconds = min(seconds, max(done_at() - wall0, 1e-3))
@@ -1078,7 +1095,7 @@ class Bench:
 
         def start() -> None:
             try:
-                w.start(ready_timeout=self.timeout(n, 250))
+                w.start(ready_timeout=self.timeout(n, 500))
                 ready.setdefault("t", _now())
             except BaseException as exc:  # noqa: BLE001
                 ready["error"] = exc
@@ -1101,7 +1118,7 @@ class Bench:
             return not last_diff
 
         try:
-            wait_for(correct, self.timeout(n, 250), 0.1, "metrics equal to before the kill")
+            wait_for(correct, self.timeout(n, 500), 0.1, "metrics equal to before the kill")
         except TimeoutError as exc:
             raise TimeoutError(f"{store} store: {exc}; differences (series, now, before): {last_diff}") from None
         t_correct = _now() - t_kill
