@@ -1,6 +1,9 @@
 """The support aggregates derived from ticket states, and their exposition.
 
-Running SLA clocks are judged incrementally as the read time moves on
+Series budget (docs/metrics.md, Support): ticket volumes keep the full ``team, channel,
+priority`` labels; every other support metric is kept per ``team, priority`` (the channel of a
+ticket is summed away when its contribution is applied), which is what the boards and rules
+read. Running SLA clocks are judged incrementally as the read time moves on
 (:class:`stream_app.engine.clocks.Clocks`), so a scrape costs what changed since the last one.
 """
 
@@ -24,8 +27,10 @@ from .state import TicketState, contributions
 
 # --------------------------------------------------------------------------- index
 
+#: labels of the ticket volumes (the contributions' own labels)
 VOLUME_LABELS = BASE_LABELS
-LABELS = BASE_LABELS
+#: labels of every other support metric: the channel is summed away
+LABELS = ("team", "priority")
 
 _VOLUME = {
     "created": ("tickets_created", "Tickets created in the window (by creation event time)."),
@@ -71,7 +76,7 @@ _HIST = {
 
 
 class _SlaClocks(Clocks):
-    """Running SLA clocks ``((team, channel, priority, target), (start, seconds))``: stage 1 (at risk)
+    """Running SLA clocks ``((team, priority, target), (start, seconds))``: stage 1 (at risk)
     from ``start + fraction x seconds``, stage 2 (breached) once ``now > start + seconds``, then
     also a breach counted in the windows at the deadline."""
 
@@ -134,6 +139,7 @@ class SupportIndex(ContributionIndex):
         self._sla = _SlaClocks(cfg.at_risk_fraction, cfg.windows, g)
         self._seen_backlog: set[tuple] = set()  # so an emptied backlog series reads 0, not absent
         self._seen_sla: set[tuple] = set()
+        self._narrow: dict[tuple, tuple] = {}  # (team, channel, priority, ...) -> (team, priority, ...)
         self.dropped = 0  # contributions refused because their bucket was already evicted
 
     # -- updates ----------------------------------------------------------
@@ -142,6 +148,11 @@ class SupportIndex(ContributionIndex):
         name, labels, ts, value = c
         if name in _VOLUME:
             return 0 if self._volume[name].add(labels, ts, k * value) or k < 0 else k
+        if labels:
+            narrow = self._narrow.get(labels)
+            if narrow is None:
+                narrow = self._narrow[labels] = (labels[0],) + labels[2:]
+            labels = narrow
         store = self._counters.get(name)
         if store is not None:
             return 0 if store.add(labels, ts, k * value) or k < 0 else k
