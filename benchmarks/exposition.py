@@ -7,6 +7,7 @@ applied by the worker's health stage, as ``tests/unit/test_dashboards.py`` does.
     .venv/bin/python -m benchmarks.exposition demo             # the generator's default world
     .venv/bin/python -m benchmarks.exposition demo --rate 2 --hours 26 --series
     .venv/bin/python -m benchmarks.exposition large --entities 1000000
+    .venv/bin/python -m benchmarks.exposition demo --now 1764950400 --dump new.txt   # the text itself
 
 Worlds:
 * ``demo``: the generator's default profile (4 teams) at ``--rate`` events/s over ``--hours`` of
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import resource
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -139,9 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entities", type=int, default=200_000, help="large: entities (default 200k)")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--series", action="store_true", help="print the series per family")
+    parser.add_argument("--now", type=float, help="the instant the log ends and is read at (default: now)")
+    parser.add_argument("--dump", help="write the /metrics text read at --now to this file")
     args = parser.parse_args(argv)
 
-    now = time.time()
+    now = time.time() if args.now is None else args.now
     worker, engines = build_worker()
     log = demo_log(args.rate, args.hours, now) if args.world == "demo" else large_log(args.entities, now)
     gc.disable()  # as the worker does during rebuilds: a feed this size is mostly allocation
@@ -152,7 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     gc.freeze()
     tracked = {name: len(r.states.data) for name, r in engines.items()}
     print(f"{args.world}: {n} events applied in {time.monotonic() - t0:.1f} s; states {tracked}, "
-          f"health accounts {len(worker.health.stage.index)}")
+          f"health accounts {len(worker.health.stage.index)}; max RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    if args.dump:
+        with open(args.dump, "wb") as f:
+            f.write(worker.exposition.render(now))
     per, names = series_breakdown(worker, now)
     print(f"series: {sum(per.values())}")
     if args.series:
