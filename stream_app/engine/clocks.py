@@ -15,8 +15,9 @@ key in a stage contributes to the owner's aggregates; moving a key from one stag
 removing the first and adding the second. A comparison "``elapsed > limit``" is an instant just
 after ``start + limit`` (:func:`after`).
 
-A read before the current position (``/metrics?at=`` in the past) re-judges every clock: exact,
-O(clocks). Not thread-safe (use the event loop).
+The first read (and a read before the current position: ``/metrics?at=`` in the past) judges
+every clock: exact, O(clocks); :meth:`Clocks.judge_steps` does that in chunks ahead of the first
+read. Not thread-safe (use the event loop).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 
 
 def after(t: float) -> float:
@@ -100,13 +101,22 @@ class Clocks:
         self._pos = now
 
     def _rejudge(self, now: float) -> None:
+        for _ in self.judge_steps(now, chunk=0):
+            pass
+
+    def judge_steps(self, now: float, chunk: int = 2000) -> Iterator[None]:
+        """Judge every clock at ``now`` from scratch, yielding every ``chunk`` clocks (0: never),
+        so a rebuilt index can be judged before its first read without blocking the event loop
+        (nothing may add or read in between)."""
         self.reset_effects()
         heap = []
-        for key, n in self.counts.items():
+        for i, (key, n) in enumerate(self.counts.items(), 1):
             s, st = self._stage(key, now)
             self.effect(key, s, n)
             if s < len(st):
                 heap.append((st[s], key))
+            if chunk and i % chunk == 0:
+                yield
         heapq.heapify(heap)
         self._heap = heap
         self._pos = now

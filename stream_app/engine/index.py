@@ -18,7 +18,7 @@ the cached one recomputes (its windows and clocks are re-judged backwards).
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from prometheus_client.core import Metric
@@ -168,6 +168,14 @@ class ContributionIndex:
         self._read = _Read(self.version, now, self._valid_until(now), families)
         return families
 
-    def collect_fresh(self, now: float) -> list[Metric]:
-        """The families read at ``now`` recomputed, ignoring (and not touching) the cache."""
-        return self._collect(now)
+    def _running_clocks(self) -> list:
+        """The index's running clocks (``stream_app.engine.clocks.Clocks``), judged at reads."""
+        return []
+
+    def warm_steps(self, now: float, chunk: int = 2000) -> Iterator[None]:
+        """Judge every running clock at ``now`` in chunks (yielding in between) and read once:
+        after a rebuild, before the index is swapped in, so its first scrape costs what changed
+        since ``now`` instead of O(clocks) at once. Nothing may update or read it meanwhile."""
+        for clocks in self._running_clocks():
+            yield from clocks.judge_steps(now, chunk)
+        self.collect(now)

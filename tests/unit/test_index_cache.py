@@ -155,3 +155,17 @@ def test_a_read_inside_the_validity_returns_the_same_objects_and_an_update_does_
     # families the event did not change are the very objects read before (their text is kept)
     same = {m.name for m in second if any(m is f for f in first)}
     assert same and same != {m.name for m in second}
+
+
+def test_warm_steps_judge_the_clocks_in_chunks_ahead_of_the_first_read():
+    for name in ("support", "usage"):
+        family = {f.name: f for f in build_families(Settings())}[name]
+        log = [e for e in _log(9, 3.0, 0.6) if e.family == FAMILY_OF[name]]
+        run = EngineRunner(family).feed(log)
+        now = max(e.ts for e in log) + 120
+        rebuilt = run.rebuilt().index
+        steps = sum(1 for _ in rebuilt.warm_steps(now, chunk=5))
+        assert steps >= len(rebuilt._running_clocks()[0]) // 5 > 0
+        warm = rebuilt.collect(now)
+        assert rebuilt.collect(now) is warm  # the warm-up's read, kept
+        _assert_equal(warm, run.rebuilt().index._collect(now), f"{name}: warmed vs cold first read")

@@ -216,6 +216,9 @@ class SupportIndex(ContributionIndex):
         return n
 
     # -- exposition -------------------------------------------------------
+    def _running_clocks(self) -> list:
+        return [self._sla]
+
     def _valid_until(self, now: float) -> float:
         return min(self._breaches.next_edge(now), self._sla.next_change())
 

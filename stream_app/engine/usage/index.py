@@ -137,6 +137,9 @@ class UsageIndex(ContributionIndex):
         return sum(store.evict(cutoff_ts + off) for store, off in self._offsets)
 
     # -- exposition -------------------------------------------------------
+    def _running_clocks(self) -> list:
+        return [self._clocks]
+
     def _valid_until(self, now: float) -> float:
         return min(self._duration.next_edge(now), self._clocks.next_change())
 
