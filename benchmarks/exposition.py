@@ -2,7 +2,7 @@
 
 No Kafka: a real ``StreamWorker``'s registry and exposition, its family engines driven by the
 test runner (``tests/support/engine.py``: the real engine step over dict states), health signals
-applied by the worker's health stage, as ``tests/unit/test_dashboards.py`` does.
+applied by the worker's health stage, as ``tests/unit/tools/test_dashboards.py`` does.
 
     .venv/bin/python -m benchmarks.exposition demo             # the generator's default world
     .venv/bin/python -m benchmarks.exposition demo --rate 2 --hours 26 --series

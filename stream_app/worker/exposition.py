@@ -8,7 +8,7 @@ Rendering is cheap where it can be: the family indexes return the very same metr
 objects while nothing they show changed (``stream_app.engine.index``), and :func:`family_text`
 keeps each family object's text, so an unchanged family costs a byte copy; a changed one is
 written by a formatter that caches the label part of every series line (the same bytes as
-``prometheus_client.generate_latest``; tests/unit/test_exposition.py).
+``prometheus_client.generate_latest``; tests/unit/worker/test_exposition.py).
 """
 
 from __future__ import annotations

@@ -97,7 +97,7 @@ def test_a_whole_worker_renders_as_generate_latest_does():
 
 
 def _small_worker():
-    """A worker whose family engines hold a generated log (as tests/unit/test_dashboards.py)."""
+    """A worker whose family engines hold a generated log (as tests/unit/tools/test_dashboards.py)."""
     from stream_app.config import Settings
     from stream_app.events import EventRejected, decode_event
     from stream_app.tools.generator import generate
