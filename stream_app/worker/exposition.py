@@ -297,9 +297,10 @@ class Exposition:
 
     def render(self, now: float | None = None) -> bytes:
         """The text exposition read at ``now`` (default: the wall clock): what
-        ``generate_latest(self.at(now))`` writes, unchanged families copied from their cache."""
+        ``generate_latest(self.at(now))`` writes, unchanged families copied from their cache (the
+        registry's families are new objects every time: written by the fast formatter)."""
         at = self.clock() if now is None else now
-        parts = [generate_latest(self.registry)]
+        parts = [family_text(m) for m in self.registry.collect()]
         for collect in self._timed:
             parts.extend(family_text(m) for m in collect(at))
         return b"".join(parts)
