@@ -99,6 +99,21 @@ class Clocks:
             if s1 < len(st):
                 heapq.heappush(heap, (st[s1], key))
         self._pos = now
+        if len(heap) > 2 * len(counts) + 1024:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Rebuild the heap from the clocks held (entries of clocks changed or gone before their
+        instant pile up: a session's clock changes with every event of its user)."""
+        pos = self._pos
+        heap = []
+        for key in self.counts:
+            st = self.stages(key)
+            s = bisect_right(st, pos)
+            if s < len(st):
+                heap.append((st[s], key))
+        heapq.heapify(heap)
+        self._heap = heap
 
     def _rejudge(self, now: float) -> None:
         for _ in self.judge_steps(now, chunk=0):

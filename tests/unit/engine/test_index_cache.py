@@ -169,3 +169,35 @@ def test_warm_steps_judge_the_clocks_in_chunks_ahead_of_the_first_read():
         warm = rebuilt.collect(now)
         assert rebuilt.collect(now) is warm  # the warm-up's read, kept
         _assert_equal(warm, run.rebuilt().index._collect(now), f"{name}: warmed vs cold first read")
+
+
+def test_clock_heap_stays_bounded_when_clocks_change_before_their_instant():
+    from stream_app.engine.clocks import Clocks
+
+    class Deadlines(Clocks):
+        __slots__ = ("passed",)
+
+        def __init__(self):
+            super().__init__()
+            self.passed = 0
+
+        def stages(self, key):
+            return (key,)
+
+        def effect(self, key, stage, n):
+            self.passed += n if stage == 1 else 0
+
+        def reset_effects(self):
+            self.passed = 0
+
+    c = Deadlines()
+    c.advance(0.0)
+    for i in range(20_000):  # a session's clock moves with every event: old one out, new one in
+        c.add(1000.0 + i, 1)
+        if i:
+            c.add(999.0 + i, -1)
+        if i % 500 == 0:
+            c.advance(i / 1000)
+    assert len(c) == 1 and len(c._heap) <= 2 * len(c) + 1024 + 500
+    c.advance(50_000.0)
+    assert c.passed == 1 and c.next_change() == float("inf")
