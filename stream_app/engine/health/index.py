@@ -7,7 +7,7 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
@@ -119,6 +119,18 @@ class HealthIndex:
         for acc in due:
             self._recount(acc, now)
         self._pos = now
+
+    def warm_steps(self, now: float, chunk: int = 2000) -> Iterator[None]:
+        """Score and count every account at ``now`` in chunks (yielding in between), then read
+        once: after a rebuild, so the first scrape re-scores only what changed since ``now``.
+        Nothing may change or read the index meanwhile."""
+        self._clear_counts()
+        for i, acc in enumerate(list(self.states), 1):
+            self._recount(acc, now)
+            if chunk and i % chunk == 0:
+                yield
+        self._pos = now
+        self.collect(now)
 
     def _valid_until(self, now: float) -> float:
         if self._dirty:

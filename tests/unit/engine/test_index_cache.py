@@ -201,3 +201,25 @@ def test_clock_heap_stays_bounded_when_clocks_change_before_their_instant():
     assert len(c) == 1 and len(c._heap) <= 2 * len(c) + 1024 + 500
     c.advance(50_000.0)
     assert c.passed == 1 and c.next_change() == float("inf")
+
+
+def test_health_warm_steps_count_every_account_ahead_of_the_first_read():
+    cfg = health_config(Settings())
+    runners = {f.event_family: EngineRunner(f) for f in build_families(Settings())}
+    live = HealthIndex(cfg)
+    log = _log(4, 3.0, 0.5)
+    for e in log:
+        run = runners[e.family]
+        run.process(e)
+        for change in run.signals:
+            live.apply(change.message(), change.account_id)
+        run.signals.clear()
+    now = max(e.ts for e in log) + 600
+    warm = HealthIndex(cfg)
+    warm.rebuild(live.states.values())
+    assert sum(1 for _ in warm.warm_steps(now, chunk=10)) >= len(warm) // 10 > 0
+    got = warm.collect(now)
+    assert warm.collect(now) is got
+    fresh = HealthIndex(cfg)
+    fresh.rebuild(live.states.values())
+    _assert_equal(got, fresh.collect(now), "health: warmed vs cold first read")
