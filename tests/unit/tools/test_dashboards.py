@@ -37,6 +37,7 @@ from tests.support.dashboards import (
     variables_in,
 )
 from tests.support.engine import EngineRunner
+from tests.support.paths import ROOT
 
 
 def _sample_names(family) -> set[str]:
