@@ -354,14 +354,14 @@ class VoiceIndex(ContributionIndex):
     def _contributions(self, state: ResponseState) -> list[Contribution]:
         return contributions(state, self.cfg)
 
-    def evict(self, cutoff_ts: float | None) -> int:
-        """Drop window buckets before ``cutoff_ts`` (``WatermarkTracker.cutoff()``)."""
-        if cutoff_ts is None:
-            return 0
+    def _evict(self, cutoff_ts: float) -> int:
         return sum(s.evict(cutoff_ts) for s in (*self._counts.values(), *self._scores.values()))
 
     # -- exposition -------------------------------------------------------
-    def collect(self, now: float) -> list[Metric]:
+    def _valid_until(self, now: float) -> float:
+        return self._counts["responses"].next_edge(now)
+
+    def _collect(self, now: float) -> list[Metric]:
         """Prometheus metric families read at wall-clock ``now`` (epoch seconds)."""
         cfg = self.cfg
         ws = cfg.windows
