@@ -80,6 +80,7 @@ async def _run(worker: StreamWorker, sent: list, messages: list, batch: int, che
     await worker.assignment.positions(
         {TopicPartition(t, p) for t in [*topics.values(), health.topic] for p in parts}
     )
+    await worker.assignment.wait_loaded()
     pending: dict[str, list] = {}
     since = 0
     for family, event in messages:

@@ -16,15 +16,6 @@ from .redis_flush import FLUSH_OK
 
 
 @dataclass
-class Loaded:
-    """One table partition as a backend holds it."""
-
-    items: list[tuple[str, bytes]]
-    offset: int | None  # None: no checkpoint, rebuild from the source's start
-    reached: bool = True  # False: the backend could not be read (the partition is rebuilt)
-
-
-@dataclass
 class TableStats:
     """What a backend reports of one table, for ``stream_app_store_*``."""
 
@@ -41,8 +32,14 @@ class Backend(Protocol):
     @property
     def available(self) -> bool: ...
 
-    async def load(self, table: str, partition: int) -> Loaded:
-        """Claim the partition (a previous owner's later writes are refused) and read it."""
+    async def claim(self, table: str, partition: int) -> int | None:
+        """Claim the partition (a previous owner's later writes are refused from now on) and
+        return its checkpoint's offset; None: no checkpoint (or the backend is unreachable),
+        the partition is rebuilt from its source's start."""
+        ...
+
+    async def read(self, table: str, partition: int) -> list[tuple[str, bytes]]:
+        """The encoded states of a claimed partition's checkpoint."""
         ...
 
     async def still_ours(self, table: str, partition: int, offset: int | None) -> bool:
@@ -69,8 +66,11 @@ class MemoryBackend:
     def __init__(self) -> None:
         self._stats: dict[str, TableStats] = {}
 
-    async def load(self, table: str, partition: int) -> Loaded:
-        return Loaded([], None)
+    async def claim(self, table: str, partition: int) -> int | None:
+        return None
+
+    async def read(self, table: str, partition: int) -> list[tuple[str, bytes]]:
+        return []
 
     async def still_ours(self, table: str, partition: int, offset: int | None) -> bool:
         return True

@@ -41,14 +41,15 @@ DECODED_CACHE = 20_000
 
 
 class _Partition:
-    __slots__ = ("states", "dirty", "offset", "flushed_offset", "full")
+    __slots__ = ("states", "dirty", "offset", "flushed_offset", "full", "loaded")
 
-    def __init__(self, offset: int | None, full: bool) -> None:
+    def __init__(self, offset: int | None, full: bool, loaded: bool) -> None:
         self.states: dict[str, Any] = {}  # key -> state object (changed) or its encoded bytes
         self.dirty: set[str] = set()
         self.offset = offset  # last source offset applied to these states
         self.flushed_offset = offset  # last offset a checkpoint wrote
         self.full = full
+        self.loaded = loaded  # False until the checkpoint's states are in (fill)
 
 
 class PartitionStates:
@@ -126,15 +127,29 @@ class PartitionStates:
     def partitions(self) -> set[int]:
         return set(self.parts)
 
-    def install(self, partition: int, items: Iterable[tuple[str, bytes]], offset: int | None) -> int:
+    def install(self, partition: int, items: Iterable[tuple[str, bytes]] | None, offset: int | None) -> int:
         """Hold a partition read from the backend (clean: nothing dirty). ``offset`` None: the
         backend had no checkpoint, so the partition is rebuilt from its source's start and its
-        first checkpoint rewrites it whole. Returns the number of states."""
-        p = _Partition(offset, full=offset is None)
-        if offset is not None:
+        first checkpoint rewrites it whole. ``items`` None: the checkpoint's states come later
+        (:meth:`fill`); until then the partition is not :meth:`holds`. Returns the number of
+        states."""
+        p = _Partition(offset, full=offset is None, loaded=offset is None or items is not None)
+        if offset is not None and items is not None:
             p.states.update(items)  # kept encoded: decoded when first used
         self.parts[partition] = p
         return len(p.states)
+
+    def fill(self, partition: int, items: Iterable[tuple[str, bytes]]) -> int:
+        """The states of a partition installed without them; returns how many."""
+        p = self.parts[partition]
+        p.states.update(items)
+        p.loaded = True
+        return len(p.states)
+
+    def holds(self, partition: int) -> bool:
+        """Whether events of the partition may be applied: held, and its states in."""
+        p = self.parts.get(partition)
+        return p is not None and p.loaded
 
     def drop(self, partition: int) -> int:
         """Forget a partition (revoked); returns the number of states dropped."""
@@ -160,6 +175,8 @@ class PartitionStates:
         if not self.pending(partition):
             return None
         p = self.parts[partition]
+        if not p.loaded:
+            return None  # nothing was applied to it: nothing of it is written
         keys = set(p.states) if p.full else p.dirty
         p.dirty = set()
         sets: list[tuple[str, bytes]] = []

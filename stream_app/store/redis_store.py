@@ -16,7 +16,7 @@ import time
 import uuid
 from typing import Any
 
-from .backend import Loaded, TableStats
+from .backend import TableStats
 from .connection import redact_url
 from .partition_state import PartitionFlush
 from .redis_flush import FLUSH_FENCED, FLUSH_OK, FLUSH_SCRIPT, FLUSH_WIPED, RedisKeys, script_args
@@ -106,21 +106,27 @@ class RedisBackend:
         return self._stats.setdefault(table, TableStats(table))
 
     # -- assignment -----------------------------------------------------------------
-    async def load(self, table: str, partition: int) -> Loaded:
-        started = time.monotonic()
-        deadline = started + (0.0 if self._load_given_up else self.load_timeout)
+    async def claim(self, table: str, partition: int) -> int | None:
+        keys = RedisKeys(self.prefix, table, partition)
+        deadline = time.monotonic() + (0.0 if self._load_given_up else self.load_timeout)
         attempt = 0
         while True:
             attempt += 1
             try:
-                loaded = await self._read(RedisKeys(self.prefix, table, partition))
+                r = self._redis()
+                # Read the checkpoint and claim the partition in one transaction: after the claim
+                # a previous owner's late writes are refused by the script.
+                async with r.pipeline(transaction=True) as pipe:
+                    pipe.hget(keys.meta, "offset")
+                    pipe.hset(keys.meta, "owner", self.token)
+                    raw_offset, _ = await pipe.execute()
                 self._unclaimed.discard((table, partition))
                 self._reached()
-                break
+                return None if raw_offset is None else int(raw_offset)
             except Exception as exc:  # connection trouble: retry, then rebuild from the source
                 delay = min(0.5 * attempt, 2.0)
                 if time.monotonic() + delay > deadline:
-                    self._failed(exc, f"loading {table} partition {partition}")
+                    self._failed(exc, f"claiming {table} partition {partition}")
                     log.warning(
                         "redis at %s unreachable: %s partition %d is rebuilt from its source topic's start",
                         self.address, table, partition,
@@ -128,34 +134,36 @@ class RedisBackend:
                     self._load_given_up = True
                     self._unclaimed.add((table, partition))
                     self.stats(table).load_fallbacks += 1
-                    loaded = Loaded([], None, reached=False)
-                    break
+                    return None
                 await asyncio.sleep(delay)
-        self.stats(table).loaded_states[partition] = len(loaded.items)
-        log.info(
-            "%s: loaded partition %d: %d keys, checkpoint offset %s in %.3fs",
-            table, partition, len(loaded.items), loaded.offset, time.monotonic() - started,
-        )
-        return loaded
 
-    async def _read(self, keys: RedisKeys) -> Loaded:
-        r = self._redis()
-        # Read the checkpoint and claim the partition in one transaction: after the claim a
-        # previous owner's late writes are refused by the script.
-        async with r.pipeline(transaction=True) as pipe:
-            pipe.hget(keys.meta, "offset")
-            pipe.hset(keys.meta, "owner", self.token)
-            raw_offset, _ = await pipe.execute()
-        if raw_offset is None:
-            return Loaded([], None)  # no usable checkpoint: rebuild from the source, rewrite whole
-        items: list[tuple[str, bytes]] = []
-        cursor = 0
+    async def read(self, table: str, partition: int) -> list[tuple[str, bytes]]:
+        """Read a claimed partition's states, retrying until Redis answers (events wait: the
+        source was already positioned after this checkpoint; a new rebalance cancels)."""
+        keys = RedisKeys(self.prefix, table, partition)
+        started = time.monotonic()
+        attempt = 0
         while True:
-            cursor, page = await r.hscan(keys.states, cursor, count=self.scan_count)
-            items.extend((k.decode(), v) for k, v in page.items())
-            if not cursor:
+            attempt += 1
+            try:
+                r = self._redis()
+                items: list[tuple[str, bytes]] = []
+                cursor = 0
+                while True:
+                    cursor, page = await r.hscan(keys.states, cursor, count=self.scan_count)
+                    items.extend((k.decode(), v) for k, v in page.items())
+                    if not cursor:
+                        break
+                self._reached()
                 break
-        return Loaded(items, int(raw_offset))
+            except Exception as exc:  # noqa: BLE001 - keep trying: nothing else is correct here
+                self._failed(exc, f"reading {table} partition {partition}")
+                await asyncio.sleep(min(0.5 * attempt, 2.0))
+        self.stats(table).loaded_states[partition] = len(items)
+        log.info(
+            "%s: loaded partition %d: %d keys in %.3fs", table, partition, len(items), time.monotonic() - started
+        )
+        return items
 
     async def still_ours(self, table: str, partition: int, offset: int | None) -> bool:
         keys = RedisKeys(self.prefix, table, partition)

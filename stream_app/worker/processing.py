@@ -107,7 +107,7 @@ class FamilyProcessor:
         if applied is not None and offset <= applied:
             self.skipped += 1  # already in the states (read again after a seek back)
             return
-        if partition not in states.parts:
+        if not states.holds(partition):
             raise PartitionNotHeld(f"{self.topic}[{partition}] is not held by this worker")
         step = self.engine.process(event.subject, event, partition)
         if step.too_late:
@@ -119,7 +119,7 @@ class FamilyProcessor:
         states.applied(partition, offset)
 
     def holds(self, partition: int) -> bool:
-        return partition in self.states.parts
+        return self.states.holds(partition)
 
     def collect(self, now: float) -> Iterable[Metric]:
         yield from self.engine.collect(now)
@@ -158,7 +158,7 @@ class HealthProcessor:
         if applied is not None and offset <= applied:
             self.skipped += 1
             return
-        if partition not in states.parts:
+        if not states.holds(partition):
             raise PartitionNotHeld(f"{self.topic}[{partition}] is not held by this worker")
         sets, deletes = self.stage.apply(account_id, message)
         for key, row in sets:
@@ -168,7 +168,7 @@ class HealthProcessor:
         states.applied(partition, offset)
 
     def holds(self, partition: int) -> bool:
-        return partition in self.states.parts
+        return self.states.holds(partition)
 
     def rows(self, partitions: set[int]) -> Iterable[tuple[str, list]]:
         return ((key, row) for key, _, row in self.states.items(partitions))

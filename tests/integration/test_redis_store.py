@@ -65,20 +65,20 @@ def test_checkpoint_script_fences_other_owners_and_detects_wipes(redis_client):
     assert call("B", "n", 12, [("e", "1")]) == FLUSH_FENCED
 
 
-def test_a_load_claims_the_partition_and_reads_the_last_checkpoint(stack, redis_client):
+def test_a_claim_fences_the_previous_owner_and_reads_the_last_checkpoint(stack, redis_client):
     prefix = _prefix()
 
     async def run() -> None:
         a = RedisBackend(stack.redis_url, prefix=prefix)
         b = RedisBackend(stack.redis_url, prefix=prefix)
         try:
-            assert (await a.load("t", 0)).offset is None  # nothing yet: rebuild from the start
+            assert await a.claim("t", 0) is None  # nothing yet: rebuild from the start
             assert await a.write(_flush({"k1": b"v1", "k2": b"v2"}, 10, full=True)) == FLUSH_OK
             assert await a.write(_flush({"k3": b"v3"}, 12, deletes=["k1"])) == FLUSH_OK
             assert await a.still_ours("t", 0, 12) and not await a.still_ours("t", 0, 11)
 
-            loaded = await b.load("t", 0)  # a rebalance moved it: b claims it
-            assert loaded.offset == 12 and sorted(loaded.items) == [("k2", b"v2"), ("k3", b"v3")]
+            assert await b.claim("t", 0) == 12  # a rebalance moved it: b claims it
+            assert sorted(await b.read("t", 0)) == [("k2", b"v2"), ("k3", b"v3")]
             assert not await a.still_ours("t", 0, 12)
             assert await a.write(_flush({"k4": b"late"}, 13)) == FLUSH_FENCED  # a's late write
             assert redis_client.hget(RedisKeys(prefix, "t", 0).states, "k4") is None
@@ -107,7 +107,7 @@ def test_a_large_checkpoint_is_chunked_and_only_its_last_chunk_moves_the_offset(
 
         backend._script = watching
         try:
-            await backend.load("t", 0)
+            await backend.claim("t", 0)
             sets = {f"k{i}": f"v{i}".encode() for i in range(30)}
             assert await backend.write(_flush(sets, 99, deletes=[f"gone{i}" for i in range(10)], full=True)) == FLUSH_OK
         finally:
@@ -130,8 +130,7 @@ def test_unreachable_redis_at_assignment_means_rebuild_and_a_claiming_first_writ
 
     async def run() -> None:
         down = RedisBackend(dead, prefix=prefix, load_timeout=0.5, socket_timeout=0.5)
-        loaded = await down.load("t", 0)
-        assert loaded.offset is None and not loaded.reached and not down.available
+        assert await down.claim("t", 0) is None and not down.available
         assert down.stats("t").load_fallbacks == 1
         # Redis is back (same token, now the live address): the first write of the rebuilt
         # partition is a full rewrite that takes the partition over.

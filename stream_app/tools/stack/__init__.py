@@ -32,7 +32,7 @@ from .kafka_admin import kafka_metadata
 from .kafka_broker import KafkaBroker, kafka_cluster_id, kafka_sasl_properties, kafka_server_properties
 from .local import LocalStack
 from .redis_server import RedisServer, redis_config, redis_security_lines
-from .service import Service, free_ports
+from .service import Service, die_with_parent, free_ports, pick_port, port_is_free
 from .tls import TlsFiles, self_signed_tls
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "StackError",
     "TlsFiles",
     "cache_dir",
+    "die_with_parent",
     "ensure_debian_packages",
     "ensure_kafka_jars",
     "free_ports",
@@ -55,6 +56,8 @@ __all__ = [
     "kafka_server_properties",
     "log_excerpt",
     "main_stack",
+    "pick_port",
+    "port_is_free",
     "redis_config",
     "redis_security_lines",
     "self_signed_tls",

@@ -50,6 +50,7 @@ def _fed_worker() -> StreamWorker:
 
     async def feed() -> None:
         await worker.assignment.positions(_topic_partitions(worker))  # holds everything, empty
+        await worker.assignment.wait_loaded()
         for e in events:
             key = e.key.encode()
             topic = worker.input_topics[e.family]
@@ -103,6 +104,7 @@ def test_chunked_rebuild_equals_the_live_indexes_and_lets_the_loop_run(monkeypat
 
         task = asyncio.ensure_future(ticker())
         await worker.assignment.positions(_topic_partitions(worker))  # every partition kept, rebuilt
+        await worker.assignment.wait_loaded()
         assert all(p.ready for p in processors)
         stop.set()
         await task
@@ -149,7 +151,11 @@ def test_the_collector_is_paused_while_an_assignment_rebuilds_then_the_result_is
                 seen.append(gc.isenabled())
                 await asyncio.sleep(0)
 
-        await asyncio.gather(worker.assignment.positions(_topic_partitions(worker)), watch())
+        async def reassign_and_load() -> None:
+            await worker.assignment.positions(_topic_partitions(worker))
+            await worker.assignment.wait_loaded()
+
+        await asyncio.gather(reassign_and_load(), watch())
 
     gc.unfreeze()
     try:
