@@ -522,7 +522,8 @@ def event_logs(draw, span_days=75):
                 etype = "subscription.renewal_due"
             elif kind == "cancel":
                 eff = draw(st.sampled_from([None, None, -3 * DAY, 2 * DAY, 30 * DAY]))
-                data = dict(subscription_id=sub, reason="voluntary", effective_at=None if eff is None else t + eff)
+                data = dict(subscription_id=sub, reason=draw(st.sampled_from(["voluntary", "involuntary", "other"])),
+                            effective_at=None if eff is None else t + eff)
                 etype = "subscription.cancelled"
             elif kind == "ended":
                 data, etype = dict(subscription_id=sub), "subscription.ended"
@@ -561,12 +562,13 @@ def test_index_matches_reference_for_any_order_and_duplicates(case):
         assert_same(exact_part(samples(engine(cfg, KeptRevenue).feed(evs).index, now)), exact_part(exp))
 
 
-PURCHASES = ("purchasing_accounts", "repeat_purchasing_accounts", "purchase_gaps", "purchase_gap_seconds_sum")
+PURCHASES = ("purchasing_accounts", "repeat_purchasing_accounts", "purchase_gaps", "purchase_gap_seconds_sum",
+             "failed_payments", "recovered_payments", "recovered_revenue")
 
 
 def exact_part(x):
-    """What compaction keeps exact. Lifetime purchase counts are approximate once folded
-    (documented): a payment id seen twice beyond the compaction point, or refunded after it, is not
+    """What compaction keeps exact. Lifetime purchase counts and failed / recovered payments are
+    approximate once folded (documented): a payment id seen twice beyond the compaction point, or refunded after it, is not
     matched any more. Nor the too-late counter: a folded event is older than the horizon, too late
     when it arrives after newer ones (refused and counted as it arrives)."""
     return {k: v for k, v in state_derived(x).items() if k[0][len(P):] not in PURCHASES}
