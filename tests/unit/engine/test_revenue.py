@@ -721,6 +721,12 @@ def test_generator_fast_profile_with_faults_matches_reference(seed):
     got = check_against_reference(dec, (start + 6 * H, start + 8 * H + 60), RevenueConfig())
     assert got[(P + "period_start_accounts", lab(period="current_month"))] > 0
     assert got[(P + "mrr_movements", lab(movement="churn", window="7d"))] > 0
+    # the generator exercises catalogue v2's churn metrics: dunning that recovers or ends in an
+    # involuntary cancellation, scheduled cancellations pending at the end of the log
+    assert got[(P + "recovered_payments", lab(window="7d"))] > 0
+    assert got[(P + "churn_movements", lab(reason="involuntary", window="7d"))] > 0
+    assert got[(P + "churn_movements", lab(reason="voluntary", window="7d"))] > 0
+    assert any(k[0] == P + "pending_churn_mrr" for k in got)
 
 
 def test_generator_realistic_months_match_reference():
