@@ -409,6 +409,7 @@ def usage_board() -> dict:
         timeseries("Sessions per daily active user", [
             (f'sum({m}sessions_started{{window="24h"}}) / {au("24h")}', "sessions / DAU"),
         ], w=8),
+        *lifecycle_panels(m),
         row("Sessions ($window window)"),
         timeseries("Sessions started by client", [(f"sum by (client) ({m}sessions_started{{{cw}}})", "{{client}}")],
                    stack=True, w=8),
@@ -446,9 +447,38 @@ def usage_board() -> dict:
     ]
     return dashboard(
         "stream-app-usage", "stream_app / Product usage",
-        "DAU/WAU/MAU, stickiness, sessions and their duration, feature usage and adoption.",
+        "DAU/WAU/MAU, stickiness, lifecycle and power users, sessions and their duration, feature usage "
+        "and adoption.",
         panels, variables,
     )
+
+
+def lifecycle_panels(m: str) -> list[dict]:
+    """Usage board, issue #13 item 6: lifecycle (Amplitude) per UTC day / ISO week and the
+    power-user curve."""
+    statuses = "Statuses: new (first activity), current (active in the previous one too), resurrected " \
+               "(back after a gap), dormant (active in the previous one, not in this one)."
+    return [
+        row("Lifecycle and power users (UTC days, ISO weeks)"),
+        bargauge("Lifecycle today", [
+            (f'sum by (status) ({m}lifecycle_users{{period="current_day"}})', "{{status}}"),
+        ], w=6, description="Today so far (UTC). " + statuses),
+        bargauge("Lifecycle yesterday", [
+            (f'sum by (status) ({m}lifecycle_users{{period="previous_day"}})', "{{status}}"),
+        ], w=6, description=statuses),
+        bargauge("Lifecycle this week", [
+            (f'sum by (status) ({m}lifecycle_users{{period="current_week"}})', "{{status}}"),
+        ], w=6, description="Monday to now (UTC). " + statuses),
+        bargauge("Lifecycle last week", [
+            (f'sum by (status) ({m}lifecycle_users{{period="previous_week"}})', "{{status}}"),
+        ], w=6, description=statuses),
+        bargauge("Power-user curve, last 7 days", [
+            (f'sum by (days) ({m}power_users{{window="7d"}})', "{{days}} d"),
+        ], description="Users by the number of UTC days they were active among the last 7 (today included)."),
+        bargauge("Power-user curve, last 28 days", [
+            (f'sum by (days) ({m}power_users{{window="28d"}})', "{{days}} d"),
+        ], description="Users by the number of UTC days they were active among the last 28 (today included)."),
+    ]
 
 
 def revenue_board() -> dict:
