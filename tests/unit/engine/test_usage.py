@@ -539,6 +539,22 @@ def test_generator_logs_match_reference(seed):
     assert sizes[len(sizes) // 2] < 300, sizes[len(sizes) // 2]
 
 
+def test_saas_world_has_dormant_and_resurrected_users_matching_reference():
+    """The demo's world (warm start: users last active up to 30 days back, who come back daily,
+    weekly or monthly) exercises every lifecycle status; checked against the reference."""
+    from stream_app.events import decode_event
+    from stream_app.tools.generator import Profile, generate
+
+    gen = generate(7, T0, D, rate=0.02, profile=Profile.saas())
+    decoded = [decode_event(g.value, now=T0 + 2 * D) for g in gen if g.family == "activity" and not g.is_invalid]
+    events = [Ev(d.id, d.type, d.ts, d.data.model_dump()) for d in decoded]
+    for now in (T0 + D - 60, T0 + D + 6 * H):  # the second read is on the next UTC day
+        got = samples(check_against_reference(events, now, UsageConfig()).index, now)
+    statuses = {dict(k[1])["status"] for k, v in got.items() if k[0] == P + "lifecycle_users" and v}
+    assert statuses == {"new", "current", "resurrected", "dormant"}
+    assert any(k[0] == P + "power_users" and dict(k[1])["days"] == "2" for k in got)
+
+
 def test_real_decoded_events_drive_the_engine():
     from stream_app.events import decode_event
 
