@@ -104,7 +104,8 @@ class UsageIndex(ContributionIndex):
             for s in (*self._counters.values(), self._duration, self._clocks.ended)
         ]
         self._seen_open: set[tuple] = set()
-        self._calendar: dict[tuple, int] = {}  # ("lifecycle", (kind, index, status)) / ("power", (n, day, k))
+        # ("lifecycle", (kind, index, status)) / ("power", (n, first day, last day, k)) -> users
+        self._calendar: dict[tuple, int] = {}
         self._tracked = 0
         self.dropped = 0
 
@@ -218,9 +219,12 @@ class UsageIndex(ContributionIndex):
             "Power-user curve: users by the number of UTC days they were active among the last 7 / 28 "
             "days (today included).", labels=("window", "days"),
         )
-        for n in POWER_DAYS:
-            for k in range(1, n + 1):
-                fam.add_metric([f"{n}d", str(k)], cal.get(("power", (n, day, k)), 0))
+        curve = {(n, k): 0 for n in POWER_DAYS for k in range(1, n + 1)}
+        for (name, key), users in cal.items():
+            if name == "power" and key[1] <= day <= key[2]:
+                curve[(key[0], key[3])] += users
+        for (n, k), users in curve.items():
+            fam.add_metric([f"{n}d", str(k)], users)
         out.append(fam)
 
         out.append(GaugeMetricFamily(PREFIX + "users_tracked", "User states held by this worker.",

@@ -4,6 +4,7 @@ aggregates and to customer health."""
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import math
 from collections.abc import Mapping
@@ -323,11 +324,20 @@ def _lifecycle(state: UserState, m: int) -> list[Contribution]:
         st = _status(w in weeks, w - 1 in weeks, w == week_of(first))
         if st:
             out.append(("lifecycle", ("week", w, st), None, 1))
+    # k(t) = active days in (t - n, t] for the days t = a .. a + n - 1 (days are all <= a), as
+    # runs of equal k: (n, first day, last day, k), so a user adds a few items, not 35
     for n in POWER_DAYS:
+        run = None
         for t in range(a, a + n):
-            k = sum(1 for d in state.days if t - n < d <= t)
-            if k:
-                out.append(("power", (n, t, k), None, 1))
+            k = len(state.days) - bisect.bisect_right(state.days, t - n)
+            if run is not None and run[3] == k:
+                run[2] = t
+                continue
+            if run is not None and run[3]:
+                out.append(("power", tuple(run), None, 1))
+            run = [n, t, t, k]
+        if run is not None and run[3]:
+            out.append(("power", tuple(run), None, 1))
     return out
 
 
