@@ -616,7 +616,7 @@ def churn_coming_panels(m: str, p: str, mv: str, per: str, money: str) -> list[d
         ], unit="percentunit", decimals=1, description="Failed payments that later succeeded / failed payments."),
         stat("Recovered revenue", [(f"sum({m}recovered_revenue{{{mv}}})", "recovered")], decimals=0,
              description="Amount of failed payments that later succeeded. " + money),
-        timeseries("Churned MRR by reason", [
+        timeseries("Churned MRR by reason over time", [
             (f"sum by (reason) ({m}churn_movement_amount{{{mv}}})", "{{reason}}"),
         ], stack=True),
         timeseries("Failed and recovered payments", [
