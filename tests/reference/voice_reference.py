@@ -5,17 +5,41 @@ each response the version with the latest (time, event id), and recomputes every
 as ``{(sample_name, frozenset(labels.items())): value}`` with zero samples left out.
 
 Events are dicts: {"id", "type", "time" (epoch seconds), "data": {...}}.
-Params (plain dict): bucket (s), windows (s), min_responses.
+Params (plain dict): bucket (s), windows (s), min_responses, themes (theme -> phrases).
+
+Comments: the sentiment is the VADER model's compound score (vaderSentiment is the model the
+definition names, so the reference calls it too) of the first 2000 characters; themes are matched
+here on their own, on the comment's text with everything but letters, digits and apostrophes
+turned into single spaces.
 """
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
+
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from .common import Samples, first_deliveries, window_name, window_test
 
 P = "stream_app_voice_"
 SCALES = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}  # canonical (and default) scales
+
+
+SENTIMENT_EDGES = (-0.5, -0.05, 0.05, 0.5)
+_VADER = SentimentIntensityAnalyzer()
+
+
+def _spaced(text):
+    return " " + " ".join(re.sub(r"[^a-z0-9']+", " ", text.lower()).split()) + " "
+
+
+def comment_themes(text, themes):
+    """Themes whose phrase appears in the comment as whole words; ("other",) for none."""
+    t = _spaced(text[:2000])
+    found = sorted(name for name, phrases in themes.items()
+                   if any(_spaced(p).strip() and _spaced(p) in t for p in phrases))
+    return found or ["other"]
 
 
 def _le(x):
@@ -70,6 +94,9 @@ def compute(events, now, prm):
         score = d["score"]
         cat = classify(kind, score, lo, hi)
         commented = isinstance(d.get("comment"), str) and d["comment"].strip() != ""
+        if commented:
+            sent = _VADER.polarity_scores(d["comment"][:2000])["compound"]
+            themes = comment_themes(d["comment"], prm["themes"])
         v = float(normalise(kind, score, lo, hi))
         clo, chi = SCALES[kind]
         for w in prm["windows"]:
@@ -79,6 +106,15 @@ def compute(events, now, prm):
             put(P + "responses", dict(kind=kind, category=cat, window=wl), 1)
             if commented:
                 put(P + "commented_responses", dict(kind=kind, category=cat, window=wl), 1)
+                lab = dict(kind=kind, category=cat, window=wl)
+                for edge in SENTIMENT_EDGES:
+                    if sent <= edge:
+                        put(P + "comment_sentiment_bucket", {**lab, "le": _le(edge)}, 1)
+                put(P + "comment_sentiment_bucket", {**lab, "le": "+Inf"}, 1)
+                put(P + "comment_sentiment_gcount", lab, 1)
+                put(P + "comment_sentiment_gsum", lab, sent)
+                for theme in themes:
+                    put(P + "comment_themes", {**lab, "theme": theme}, 1)
             for edge in range(clo, chi + 1):
                 if v <= edge:
                     put(P + "score_bucket", dict(kind=kind, window=wl, le=_le(edge)), 1)
