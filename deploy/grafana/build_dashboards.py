@@ -589,12 +589,42 @@ def voice_board() -> dict:
             (f'sum by (le) ({m}score_bucket{{kind="nps", {w}}})', "{{le}}"),
         ], fmt="heatmap", w=8, description="Responses per NPS score 0-10 (buckets de-accumulated)."),
     ]
+    panels += voice_comment_panels(m, w)
     variables = [query_var("window", "Window", f"label_values({m}responses, window)", multi=False, default="30d")]
     return dashboard(
         "stream-app-voice", "stream_app / Voice of the customer",
         "NPS, CSAT and CES with their response counts and a small-sample marker.",
         panels, variables, time_from="now-7d", refresh="1m",
     )
+
+
+def voice_comment_panels(m: str, w: str) -> list[dict]:
+    """Qualitative feedback: what commenters talk about and how they feel (docs/metrics.md)."""
+    det = f'kind="nps", category="detractor", {w}'
+    sent = f"{m}comment_sentiment"
+    return [
+        row("Comments: themes and sentiment ($window window)"),
+        bargauge("What NPS detractors write about", [
+            (f"sum by (theme) ({m}comment_themes{{{det}}})", "{{theme}}"),
+        ], w=8, description="Detractor (0-6) comments per theme (keywords: STREAM_APP_VOICE_COMMENT_THEMES); "
+                            "a comment about two themes counts in both, about none: other."),
+        timeseries("Detractor comments per theme", [
+            (f"sum by (theme) ({m}comment_themes{{{det}}})", "{{theme}}"),
+        ], w=8, description="Alert StreamAppVoiceDetractorThemeSpike: the 7d count of a theme above "
+                            "twice its weekly average of the 23 days before."),
+        timeseries("Comment themes by kind", [
+            (f"sum by (kind, theme) ({m}comment_themes{{{w}}})", "{{kind}} {{theme}}"),
+        ], stack=True, w=8),
+        timeseries("Mean comment sentiment by kind and category", [
+            (f"sum by (kind, category) ({sent}_gsum{{{w}}})\n  / sum by (kind, category) ({sent}_gcount{{{w}}})",
+             "{{kind}} {{category}}"),
+        ], minimum=-1, maximum=1, w=12,
+            description="VADER compound score of the comments, -1 (most negative) .. 1 (most positive)."),
+        timeseries("Negative comment share by kind", [
+            (f'sum by (kind) ({sent}_bucket{{le="-0.05", {w}}})\n  / sum by (kind) ({sent}_gcount{{{w}}})',
+             "{{kind}}"),
+        ], w=12, description="Comments with sentiment <= -0.05 (VADER's negative cut-off).", **PERCENT),
+    ]
 
 
 def health_board() -> dict:
