@@ -644,6 +644,16 @@ def health_board() -> dict:
         stat("Accounts scored / tracked", [
             (f"sum({m}accounts_scored)", "scored"), (f"sum({m}accounts_tracked)", "tracked"),
         ]),
+        stat("Mean score vs 7 d / 30 d ago", [
+            ("stream_app:health_score:mean_change_7d", "vs 7 d"), ("stream_app:health_score:mean_change_30d", "vs 30 d"),
+        ], decimals=3, steps=[("red", None), ("orange", -0.02), ("green", 0)], w=6,
+            description="Mean health score now minus 7 / 30 days ago (recording rules; empty until Prometheus "
+                        "holds that much history)."),
+        stat("Share at risk vs 7 d / 30 d ago", [
+            ("stream_app:health_accounts_at_risk:ratio_change_7d", "vs 7 d"),
+            ("stream_app:health_accounts_at_risk:ratio_change_30d", "vs 30 d"),
+        ], unit="percentunit", decimals=1, steps=[("green", None), ("orange", 0.01), ("red", 0.05)], w=6,
+            description="Share of scored accounts at risk now minus 7 / 30 days ago (percentage points)."),
         timeseries("Accounts by band", [(f"sum by (band) ({m}accounts)", "{{band}}")], stack=True),
         timeseries("Health score median and p10", [
             (f"histogram_quantile(0.5, sum by (le) ({m}score_bucket))", "median"),
