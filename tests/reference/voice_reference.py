@@ -134,3 +134,25 @@ def nps(samples, window):
         )
     n = total()
     return None if not n else 100 * (total("promoter") - total("detractor")) / n
+
+
+def lowest_comments(events, account, now, n, window):
+    """The account's commented responses (winning versions) with event time in (now - window,
+    now], by VADER sentiment, then the newer first, then response id: [(response_id, sentiment)]
+    of the first ``n`` (docs/metrics.md, Qualitative feedback, account health API)."""
+    latest = {}
+    for e in first_deliveries(events):
+        if not e["type"].startswith("survey."):
+            continue
+        rid = e["data"]["response_id"]
+        cur = latest.get(rid)
+        if cur is None or (e["time"], e["id"]) > (cur["time"], cur["id"]):
+            latest[rid] = e
+    rows = []
+    for rid, e in latest.items():
+        c = e["data"].get("comment")
+        if e["data"].get("account_id") != account or not (isinstance(c, str) and c.strip()):
+            continue
+        if now - window < e["time"] <= now:
+            rows.append((_VADER.polarity_scores(c[:2000])["compound"], -e["time"], rid))
+    return [(rid, s) for s, _, rid in sorted(rows)[:n]]
