@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from prometheus_client.core import (
@@ -257,13 +258,10 @@ def apply(state: ResponseState | None, event: Any, cfg: VoiceConfig | None = Non
     return ResponseState(state.response_id, cur, tuple(sorted((*state.superseded, eid)))), True
 
 
-_DEFAULT: list[VoiceConfig] = []
-
-
+@lru_cache(maxsize=1)
 def _default_config() -> VoiceConfig:
-    if not _DEFAULT:
-        _DEFAULT.append(VoiceConfig())
-    return _DEFAULT[0]
+    """The configuration :func:`apply` analyses comments with when called without one (tests)."""
+    return VoiceConfig()
 
 
 def contributions(state: ResponseState, cfg: VoiceConfig) -> list[Contribution]:
