@@ -70,12 +70,12 @@ def test_hand_worked_lives_and_retention():
     # bucket_start(NOW - 2h); B is its new life; C and D are open; E ended at T0+R, after it too
     assert s[(P + "tickets_tracked", lab())] == 5
     assert s[(P + "incomplete_tickets", lab())] == 2  # E, and B's new life (a reopen without creation)
-    t1 = dict(team="t1", channel="email", priority="normal")
+    t1 = dict(team="t1", priority="normal")  # backlog: by team and priority (series budget)
     # D's reopen counts; B's does not (its ticket is gone: the reopen has no labels to count under)
     assert s[(P + "reopens", lab(team="t3", channel="email", priority="normal", window="1h"))] == 1
     assert (P + "reopens", lab(team="t2", channel="email", priority="normal", window="1h")) not in s
     assert s[(P + "backlog_tickets", lab(**t1, status="new"))] == 1  # C
-    assert s[(P + "backlog_tickets", lab(team="t3", channel="email", priority="normal", status="open"))] == 1
+    assert s[(P + "backlog_tickets", lab(team="t3", priority="normal", status="open"))] == 1
     # B's first life said its account had a solved ticket; its new life says nothing: withdrawn
     b = [c for c in run.signals if c.entity == "B"]
     assert b[-1].signal is None and b[-1].account_id == "acc"
@@ -101,8 +101,8 @@ def test_gauges_do_not_depend_on_when_states_are_deleted():
     expected = dict(before)
     t1 = dict(team="t1", channel="email", priority="normal")
     expected[(P + "tickets_tracked", lab())] += 1
-    expected[(P + "backlog_tickets", lab(**t1, status="new"))] += 1
-    for w in ("5m", "1h"):
+    expected[(P + "backlog_tickets", lab(team="t1", priority="normal", status="new"))] += 1
+    for w in ("5m", "1h"):  # ticket volumes keep the channel
         expected[(P + "tickets_created", lab(**t1, window=w))] = 1
     assert_same(samples(run, later), expected)
     # deleting A (solved, with an account) withdrew its signal from customer health
