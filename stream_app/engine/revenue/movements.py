@@ -351,8 +351,10 @@ def retention_until(state: AccountState, cfg: RevenueConfig, f: AccountFacts | N
 def life_ended(state: AccountState, cfg: RevenueConfig, ts: float) -> bool:
     """Whether an event at ``ts`` comes after the end of the account's life (retention on, not
     paying, newest fact more than ``account_retention_seconds`` before ``ts``)."""
-    if not cfg.account_retention_seconds:
-        return False
+    r = cfg.account_retention_seconds
+    mx = state.max_ts()
+    if not r or mx is None or ts <= mx + r:
+        return False  # the newest fact is at least the newest event: no derive on the hot path
     f = derive(state, cfg)
     last = _last_fact(state, f)
     paying_at_end = bool(f.timeline) and f.timeline[-1][1].paying

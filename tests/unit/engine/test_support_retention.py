@@ -21,7 +21,7 @@ from tests.support.references import support_params
 from tests.support.samples import assert_same, lab, state_derived
 from tests.support.samples import samples as family_samples
 
-from .test_support import T0, created, ev, event_logs, prop_cfg, reply, solved
+from .test_support import PARIS_REF, T0, created, ev, event_logs, prop_cfg, reply, solved
 
 H = 3600
 R = 3 * H  # retention
@@ -141,8 +141,8 @@ def test_any_arrival_order_gives_the_same_lives():
         assert_same(state_derived(got), state_derived(expected))  # some arrive too late now
 
 
-def ref_params_with_retention(c):
-    return support_params(c)
+def ref_params_with_retention(c, calendars=None):
+    return support_params(c, calendars)
 
 
 def test_hand_worked_scenario_equals_the_reference():
@@ -165,4 +165,4 @@ def test_engine_with_retention_matches_reference_in_time_order(case):
     ordered = sorted(delivered, key=lambda e: (e["time"], e["id"]))
     run = EngineRunner(SupportFamily(c)).feed([Ev(e["id"], e["type"], e["time"], e["data"]) for e in ordered])
     now = max([now] + [e["time"] for e in log])
-    assert_same(state_derived(samples(run, now)), ref.compute(ordered, now, ref_params_with_retention(c)))
+    assert_same(state_derived(samples(run, now)), ref.compute(ordered, now, ref_params_with_retention(c, {"t1": PARIS_REF})))
