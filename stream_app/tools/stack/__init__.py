@@ -19,6 +19,7 @@ One concern per module:
 ``kafka_admin``    aiokafka's admin client behind synchronous calls
 ``kafka_broker``   KafkaBroker and its server.properties (SASL/TLS listeners)
 ``redis_server``   RedisServer and its redis.conf (ACL users, TLS)
+``redis_cluster``  LocalRedisCluster: masters + replicas, slot owners, failover waits
 ``tls``            a throwaway CA and server certificate
 ``local``          LocalStack: both services in one work dir
 ``cli``            ``stream-app stack up|ensure``
@@ -31,6 +32,7 @@ from .install import KAFKA_VERSION, LOG4J_VERSION, cache_dir, ensure_debian_pack
 from .kafka_admin import kafka_metadata
 from .kafka_broker import KafkaBroker, kafka_cluster_id, kafka_sasl_properties, kafka_server_properties
 from .local import LocalStack
+from .redis_cluster import LocalRedisCluster, RedisClusterNode, parse_cluster_nodes
 from .redis_server import RedisServer, redis_config, redis_security_lines
 from .service import Service, free_ports
 from .tls import TlsFiles, self_signed_tls
@@ -39,7 +41,9 @@ __all__ = [
     "KAFKA_VERSION",
     "LOG4J_VERSION",
     "KafkaBroker",
+    "LocalRedisCluster",
     "LocalStack",
+    "RedisClusterNode",
     "RedisServer",
     "Service",
     "StackError",
@@ -55,6 +59,7 @@ __all__ = [
     "kafka_server_properties",
     "log_excerpt",
     "main_stack",
+    "parse_cluster_nodes",
     "redis_config",
     "redis_security_lines",
     "self_signed_tls",
