@@ -160,7 +160,11 @@ class LocalRedisCluster:
 
     def env(self) -> dict[str, str]:
         """Settings environment (``STREAM_APP_*``) pointing the app's store at this cluster."""
-        return {"STREAM_APP_REDIS_URL": self.redis_url, "STREAM_APP_REDIS_CLUSTER": "true"}
+        return {
+            "STREAM_APP_REDIS_URL": self.redis_url,
+            "STREAM_APP_REDIS_CLUSTER": "true",
+            "STREAM_APP_REDIS_CLUSTER_NODES": ",".join(self.addresses[1:]),
+        }
 
     @property
     def running(self) -> bool:
