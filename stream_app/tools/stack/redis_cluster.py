@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -303,11 +304,14 @@ class LocalRedisCluster:
             out.append(f"asking the cluster failed: {exc!r}")
         return out
 
-    def wait_healthy(self, timeout: float = 60.0) -> float:
-        """Block until :meth:`problems` is empty; returns the seconds it took."""
-        return self._wait(lambda: not self.problems(), timeout, lambda: "; ".join(self.problems()))
+    def wait_healthy(self, timeout: float = 60.0, tick: Callable[[], object] | None = None) -> float:
+        """Block until :meth:`problems` is empty; returns the seconds it took. ``tick`` is called
+        between checks (e.g. a test's own observations)."""
+        return self._wait(lambda: not self.problems(), timeout, lambda: "; ".join(self.problems()), tick)
 
-    def wait_promoted(self, old: RedisClusterNode, timeout: float = 60.0) -> float:
+    def wait_promoted(
+        self, old: RedisClusterNode, timeout: float = 60.0, tick: Callable[[], object] | None = None
+    ) -> float:
         """Block until the slots ``old`` served are served by another live master and every
         running node says the cluster is ok; returns the seconds it took."""
         import redis
@@ -326,13 +330,35 @@ class LocalRedisCluster:
             except (redis.RedisError, StackError):
                 return False
 
-        return self._wait(promoted, timeout, lambda: f"slots of node {old.port} not taken over")
+        return self._wait(promoted, timeout, lambda: f"slots of node {old.port} not taken over", tick)
 
     @staticmethod
-    def _wait(done: Callable[[], bool], timeout: float, why: Callable[[], str]) -> float:
+    def _wait(
+        done: Callable[[], bool], timeout: float, why: Callable[[], str], tick: Callable[[], object] | None
+    ) -> float:
         t0 = time.monotonic()
         while not done():
             if time.monotonic() - t0 > timeout:
                 raise StackError(f"Redis Cluster not ready after {timeout:.0f}s: {why()}")
+            if tick is not None:
+                tick()
             time.sleep(0.1)
         return time.monotonic() - t0
+
+    # -- replication lag ------------------------------------------------------------------
+    def stall_replica(self, master: RedisClusterNode) -> RedisClusterNode:
+        """Freeze ``master``'s replica (SIGSTOP) and make the master drop it at its next write
+        (a replica output buffer limit of 1 byte): from now on the master acknowledges writes the
+        replica never gets, as under a network partition or a replica far behind. Kill the master
+        and :meth:`resume` the replica: it is promoted without them (asynchronous replication
+        loses acknowledged writes). Returns the replica."""
+        replica = self.replicas_of(master)[0]
+        self._ask(master, lambda c: c.config_set("client-output-buffer-limit", "replica 1 1 0"))
+        os.kill(replica.pid, signal.SIGSTOP)
+        return replica
+
+    @staticmethod
+    def resume(node: RedisClusterNode) -> None:
+        """Undo :meth:`stall_replica`'s freeze (SIGCONT)."""
+        if node.running:
+            os.kill(node.pid, signal.SIGCONT)
