@@ -116,6 +116,12 @@ class Settings(BaseSettings):
         "when redis_url's node does not answer, e.g. at a start during a failover; credentials and TLS "
         "as in redis_url.",
     )
+    topic_min_insync_replicas: int = Field(
+        0,
+        ge=0,
+        description="min.insync.replicas of the topics the app creates (with producers' acks=all, a write "
+        "needs this many replicas); 0 = the broker's default. Production: 2 with topic_replication 3.",
+    )
 
     # --- Metrics engine ----------------------------------------------------
     support_bucket_seconds: int = Field(

@@ -115,3 +115,22 @@ def redis_cluster(tmp_path_factory) -> Iterator["LocalRedisCluster"]:  # noqa: F
         yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory) -> Iterator["KafkaCluster"]:  # noqa: F821
+    """A started 3-node ``KafkaCluster`` (KRaft, each node broker + controller; replication 3 and
+    ``min.insync.replicas`` 2 by default) shared by the session. ``.bootstrap`` (every node),
+    ``.env()``, ``.create_topics(...)`` (replication 3), ``.leader_of(topic, partition)``,
+    ``.wait_new_leader(topics, node)``, ``.wait_in_sync(topics)``, ``.nodes`` (each
+    ``kill()``/``start()``). A test that kills a node starts it again. Three JVMs: only the
+    replicated-Kafka scenarios ask for it. Errors (never skips) if it cannot start.
+    """
+    from stream_app.tools.stack import KafkaCluster
+
+    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
