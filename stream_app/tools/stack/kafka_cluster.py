@@ -118,13 +118,20 @@ class KafkaCluster:
         return next(n for n in self.nodes if n.node_id == node_id)
 
     # -- lifecycle ------------------------------------------------------------------
+    def launch(self) -> None:
+        """Start every node without waiting (see :meth:`wait_ready`)."""
+        for node in self.nodes:
+            node.launch()
+
+    def wait_ready(self) -> None:
+        for node in self.nodes:
+            node.wait_ready()
+
     def start(self) -> KafkaCluster:
         try:
             # Each node waits for a quorum of controllers: start all, then wait for each.
-            for node in self.nodes:
-                node.launch()
-            for node in self.nodes:
-                node.wait_ready()
+            self.launch()
+            self.wait_ready()
         except BaseException:
             self.stop()
             raise
