@@ -3,7 +3,8 @@
 # (Quix Streams peer, py-spy), then run the harness. Arguments go to `python -m benchmarks.bench`;
 # it starts its own Kafka + Redis (stream_app.stack) and stops them at the end.
 #   bash scripts/bench.sh                                   # 200k events, 100k entities
-#   bash scripts/bench.sh --events 200000 --entities 1000000 --phases recovery
+#   bash scripts/bench.sh --entities 1000000 --phases recovery --stores redis   # the 1M-entity run
+#   bash scripts/bench.sh --entities 1000000 --stores redis --doc   # every goal of issue #11 from one run
 #   bash scripts/bench.sh --profile 60 --doc                # py-spy the worker; update docs/performance.md
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -254,7 +254,7 @@ class AsyncEventClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def build(self, type_or_event: str | Event | OutgoingEvent, data=None, /, **kwargs: Any) -> OutgoingEvent:  # noqa: ANN001
+    def build(self, type_or_event: str | Event | OutgoingEvent, data=None, **kwargs: Any) -> OutgoingEvent:  # noqa: ANN001
         """Validate without sending: a type string plus fields, an event model, or an OutgoingEvent."""
         if isinstance(type_or_event, OutgoingEvent):
             return type_or_event
@@ -290,7 +290,7 @@ class AsyncEventClient:
             timestamp_ms=meta.timestamp if meta.timestamp != -1 else None,
         )
 
-    async def send(self, type_or_event: str | Event | OutgoingEvent, data=None, /, **kwargs: Any) -> Delivery:  # noqa: ANN001
+    async def send(self, type_or_event: str | Event | OutgoingEvent, data=None, **kwargs: Any) -> Delivery:  # noqa: ANN001
         """Validate, send and wait for the broker's acknowledgement.
 
         Raises ``EventRejected`` before sending if the event is invalid, ``DeliveryError``
@@ -371,10 +371,10 @@ class EventClient:
             raise RuntimeError("client is closed")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self.timeout)
 
-    def build(self, type_or_event: str | Event | OutgoingEvent, data=None, /, **kwargs: Any) -> OutgoingEvent:  # noqa: ANN001
+    def build(self, type_or_event: str | Event | OutgoingEvent, data=None, **kwargs: Any) -> OutgoingEvent:  # noqa: ANN001
         return self._client.build(type_or_event, data, **kwargs)
 
-    def send(self, type_or_event: str | Event | OutgoingEvent, data=None, /, **kwargs: Any) -> Delivery:  # noqa: ANN001
+    def send(self, type_or_event: str | Event | OutgoingEvent, data=None, **kwargs: Any) -> Delivery:  # noqa: ANN001
         # Validate in the caller's thread so an invalid event raises without touching the loop.
         out = self.build(type_or_event, data, **kwargs)
         return self._call(self._client.send_many([out]))[0]
@@ -424,13 +424,13 @@ def _add_type_methods() -> None:
         )
 
         def make_async(t: str = event_type):
-            async def method(self: AsyncEventClient, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Delivery:
+            async def method(self: AsyncEventClient, data: Mapping[str, Any] | None = None, **kwargs: Any) -> Delivery:
                 return await self.send(t, data, **kwargs)
 
             return method
 
         def make_sync(t: str = event_type):
-            def method(self: EventClient, data: Mapping[str, Any] | None = None, /, **kwargs: Any) -> Delivery:
+            def method(self: EventClient, data: Mapping[str, Any] | None = None, **kwargs: Any) -> Delivery:
                 return self.send(t, data, **kwargs)
 
             return method

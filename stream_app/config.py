@@ -6,13 +6,20 @@ tests/unit/test_config_doc.py keeps that reference in step with this class.
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shlex
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from .vocabulary import DEFAULT_SLA_TARGETS
+
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 class Settings(BaseSettings):
@@ -80,7 +87,7 @@ class Settings(BaseSettings):
 
     # --- Redis / state ---------------------------------------------------
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis URL of the state store.")
-    store: str = Field(
+    store: Literal["redis", "memory"] = Field(
         "redis",
         description="State store: 'redis' (states and their source offsets in Redis at redis_url, the "
         "system of record) or 'memory' (in-process only: every partition a worker is assigned is rebuilt "
@@ -283,7 +290,10 @@ class Settings(BaseSettings):
         "empty = no auth. Never logged.",
     )
     api_rate_limit: float = Field(
-        0.0, ge=0, description="Requests per second per client address on /accounts/...; 0 = unlimited."
+        0.0,
+        ge=0,
+        description="Requests per second per client address on /accounts/... and POST /events (429 "
+        "beyond it); 0 = unlimited.",
     )
     api_rate_burst: int = Field(
         20, ge=1, description="Requests a client may make at once before api_rate_limit applies (429)."
@@ -314,7 +324,39 @@ class Settings(BaseSettings):
         description="Bearer token POST /events requires (Authorization: Bearer ...); empty = no auth. "
         "Never logged.",
     )
-    log_level: str = Field("info", description="Worker log level.")
+    log_level: str = Field(
+        "info", description="Log level: critical, error, warning, info (a quiet start) or debug (everything)."
+    )
+
+    # --- Command line, startup and operations (stream_app/cli/, docs/operations.md) ---------
+    startup_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="How long a command waits at start for Kafka (and Redis) to answer before it exits "
+        "with one line naming the address and what answered (exit 1).",
+    )
+    redis_required_at_start: bool = Field(
+        True,
+        description="A worker whose Redis does not answer within startup_timeout_seconds exits (1). "
+        "false: it starts anyway, rebuilds its partitions from the topics and checkpoints to Redis once "
+        "it is back (docs/state-store.md). Wrong credentials or a server that is not Redis always stop it.",
+    )
+    log_format: Literal["plain", "json"] = Field(
+        "plain", description="Log lines: 'plain' text, or 'json' (one JSON object per line)."
+    )
+    runbook_base_url: str = Field(
+        "",
+        description="Where docs/alerts.md is served (e.g. https://git.example.com/stream_app/blob/main/docs/alerts.md); "
+        "Prometheus gets it as the external label runbook_base_url, which the alerts' runbook_url "
+        "annotations use. Empty = the repository-relative docs/alerts.md.",
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        if value.lower() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return value.lower()
 
     def health_signals_topic(self) -> str:
         return self.topic_health_signals or f"{self.app_id}.health-signals"
@@ -334,12 +376,113 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``topic_partitions`` -> ``STREAM_APP_TOPIC_PARTITIONS``."""
+    return f"STREAM_APP_{field.upper()}"
+
+
+def env_text(value: Any) -> str:
+    """A value as it is written in the environment: JSON for lists and dicts (what the settings
+    parse), the plain value otherwise; secrets as their (empty) default."""
+    if isinstance(value, list | dict):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value)
+
+
 def reference_table() -> str:
     """The settings table of docs/configuration.md (``python -m stream_app.config``)."""
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        rows.append(f"| `STREAM_APP_{name.upper()}` | `{field.default}` | {field.description} |")
+        rows.append(f"| `{env_name(name)}` | `{env_text(field.default)}` | {field.description} |")
     return "\n".join(rows) + "\n"
+
+
+# --- Settings that cannot be used: one line per variable, what is wrong and an example ------
+
+
+class SettingsProblem(ValueError):
+    """The environment holds settings that cannot be used; ``lines`` says which and why."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("; ".join(lines))
+        self.lines = lines
+
+
+def load_settings() -> Settings:
+    """``Settings()`` from the environment; SettingsProblem names each bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsProblem(validation_lines(exc)) from exc
+    except SettingsError as exc:  # a list or dict value that is not JSON
+        match = re.search(r'field "(\w+)"', str(exc))
+        if match is None or match.group(1) not in Settings.model_fields:
+            raise SettingsProblem([f"settings: {exc}"]) from exc
+        name = match.group(1)
+        kind = "a JSON list" if isinstance(Settings.model_fields[name].default, list) else "a JSON object"
+        raise SettingsProblem([_problem(name, f"must be {kind}")]) from exc
+
+
+_MESSAGES = {
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "list_type": "must be a JSON list",
+    "dict_type": "must be a JSON object",
+    "json_invalid": "must be valid JSON",
+}
+
+
+def validation_lines(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        name, *inner = (str(part) for part in err["loc"])
+        ctx = err.get("ctx") or {}
+        kind = err["type"]
+        if kind in _MESSAGES:
+            what = _MESSAGES[kind]
+        elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+            op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[kind]
+            what = f"must be {op} {next(iter(ctx.values()))}"
+        elif kind == "literal_error":
+            what = f"must be one of {ctx.get('expected', '').replace(chr(39), '')}"
+        elif kind == "string_pattern_mismatch":
+            what = f"must match {ctx.get('pattern')}"
+        else:
+            what = str(err["msg"]).removeprefix("Value error, ")
+        if inner:
+            what = f"entry {'.'.join(inner)} {what}"
+        lines.append(_problem(name, what) if name in Settings.model_fields else f"settings: {what}")
+    return lines
+
+
+def _problem(name: str, what: str) -> str:
+    field = Settings.model_fields[name]
+    line = f"{env_name(name)}: {what}"
+    raw = os.environ.get(env_name(name)) or os.environ.get(env_name(name).lower())
+    if raw is not None and field.annotation is not SecretStr:  # never echo a secret
+        line += f" (got {raw[:60]!r})"
+    return line + f", e.g. {env_name(name)}={example(name)}"
+
+
+def example(name: str) -> str:
+    """A value that works, shell-quoted for pasting: the default, or one of the right shape."""
+    default = Settings.model_fields[name].default
+    annotation = str(Settings.model_fields[name].annotation)
+    if default not in ("", [], {}) and not isinstance(default, SecretStr):
+        text = env_text(default)
+    elif annotation.startswith("list"):
+        text = '["a","b"]'
+    elif annotation.startswith("dict"):
+        text = '{"key":1}'
+    else:
+        text = "value"
+    return shlex.quote(text)
 
 
 if __name__ == "__main__":

@@ -257,8 +257,11 @@ RED_BELOW_1 = [("red", None), ("green", 1)]
 
 
 def support_board() -> dict:
-    s = 'team=~"$team", channel=~"$channel", priority=~"$priority"'
+    # Ticket volumes carry team, channel and priority; every other support series team and
+    # priority (docs/metrics.md, series budget): the channel filter applies to volume panels.
+    s = 'team=~"$team", priority=~"$priority"'
     sw = s + ', window="$window"'
+    vw = 'team=~"$team", channel=~"$channel", priority=~"$priority", window="$window"'
     m = "stream_app_support_"
     targets = sla_targets()
 
@@ -333,8 +336,8 @@ def support_board() -> dict:
         timeseries("Resolution SLA compliance by priority", [compliance("full_resolution_seconds", 1)], **PERCENT),
         timeseries("First contact resolution and reopen rate", [
             (f"sum({m}first_contact_resolved_tickets{{{sw}}})\n  / sum({m}first_solved_tickets{{{sw}}})", "FCR"),
-            (f"sum({m}reopens{{{sw}}})\n  / sum({m}tickets_solved{{{sw}}})", "reopen rate"),
-        ], **PERCENT),
+            (f"sum({m}reopens{{{vw}}})\n  / sum({m}tickets_solved{{{vw}}})", "reopen rate"),
+        ], description="The reopen rate follows the channel filter too (ticket volumes).", **PERCENT),
         timeseries("Requester wait and handle time (mean)", [
             (f"sum({m}requester_wait_seconds_gsum{{{sw}}})\n  / sum({m}requester_wait_seconds_gcount{{{sw}}})",
              "requester wait"),
@@ -351,17 +354,17 @@ def support_board() -> dict:
             (f"sum by (priority, target) ({m}sla_at_risk_tickets{{{s}}})", "{{priority}} {{target}} at risk"),
             (f"sum by (priority, target) ({m}sla_breached_tickets{{{s}}})", "{{priority}} {{target}} past due"),
         ], w=8),
-        row("Volume ($window window)"),
-        timeseries("Tickets created by team", [(f"sum by (team) ({m}tickets_created{{{sw}}})", "{{team}}")], w=8),
-        timeseries("Tickets solved by team", [(f"sum by (team) ({m}tickets_solved{{{sw}}})", "{{team}}")], w=8),
+        row("Volume ($window window, filtered by channel too)"),
+        timeseries("Tickets created by team", [(f"sum by (team) ({m}tickets_created{{{vw}}})", "{{team}}")], w=8),
+        timeseries("Tickets solved by team", [(f"sum by (team) ({m}tickets_solved{{{vw}}})", "{{team}}")], w=8),
         bargauge("Created vs solved by channel", [
-            (f"sum by (channel) ({m}tickets_created{{{sw}}})", "{{channel}} created"),
-            (f"sum by (channel) ({m}tickets_solved{{{sw}}})", "{{channel}} solved"),
+            (f"sum by (channel) ({m}tickets_created{{{vw}}})", "{{channel}} created"),
+            (f"sum by (channel) ({m}tickets_solved{{{vw}}})", "{{channel}} solved"),
         ], w=8),
     ]
     variables = [
         query_var("team", "Team", f"label_values({m}tickets_created, team)"),
-        query_var("channel", "Channel", f"label_values({m}tickets_created, channel)"),
+        query_var("channel", "Channel (volumes)", f"label_values({m}tickets_created, channel)"),
         query_var("priority", "Priority", f"label_values({m}tickets_created, priority)"),
         query_var("window", "Window", f"label_values({m}first_response_seconds_gcount, window)",
                   multi=False, default="24h"),
@@ -369,7 +372,7 @@ def support_board() -> dict:
     return dashboard(
         "stream-app-support", "stream_app / Support operations",
         "Backlog, first response and resolution times, SLA compliance, breaches, tickets at risk and "
-        "volume, by team, channel and priority.",
+        "volume, by team and priority; ticket volumes by channel too.",
         panels, variables,
     )
 

@@ -32,6 +32,7 @@ from stream_app.engine.index import ContributionIndex
 from stream_app.engine.family import Family
 from stream_app.engine.labels import LabelGuard, LabelRule
 from stream_app.engine.windows import RollingCounter, RollingHistogram, check_windows, window_label
+from stream_app.engine.fields import field as _field
 
 PREFIX = "stream_app_voice_"
 KINDS = ("nps", "csat", "ces")
@@ -131,10 +132,6 @@ class VoiceConfig:
 
 
 # --------------------------------------------------------------------------- state
-
-
-def _field(data: Any, name: str, default: Any = None) -> Any:
-    return data.get(name, default) if isinstance(data, Mapping) else getattr(data, name, default)
 
 
 class ResponseFacts(NamedTuple):
@@ -357,14 +354,14 @@ class VoiceIndex(ContributionIndex):
     def _contributions(self, state: ResponseState) -> list[Contribution]:
         return contributions(state, self.cfg)
 
-    def evict(self, cutoff_ts: float | None) -> int:
-        """Drop window buckets before ``cutoff_ts`` (``WatermarkTracker.cutoff()``)."""
-        if cutoff_ts is None:
-            return 0
+    def _evict(self, cutoff_ts: float) -> int:
         return sum(s.evict(cutoff_ts) for s in (*self._counts.values(), *self._scores.values()))
 
     # -- exposition -------------------------------------------------------
-    def collect(self, now: float) -> list[Metric]:
+    def _valid_until(self, now: float) -> float:
+        return self._counts["responses"].next_edge(now)
+
+    def _collect(self, now: float) -> list[Metric]:
         """Prometheus metric families read at wall-clock ``now`` (epoch seconds)."""
         cfg = self.cfg
         ws = cfg.windows

@@ -184,10 +184,19 @@ class _Rolling:
     def bucket_count(self) -> int:
         return len(self._buckets)
 
-    def clear(self) -> None:
+    def next_edge(self, now: float) -> int:
+        """Start of the bucket after the one holding ``now``: every window read at any time in
+        ``[bucket_start(now), next_edge(now))`` is the same (writes aside)."""
+        return (int(now // self.g) + 1) * self.g
+
+    def reset(self) -> None:
+        """Empty, keeping the eviction cutoff (writes before it are still refused)."""
         self._buckets.clear()
         self._totals = {w: {} for w in self.windows}
         self._pos = None
+
+    def clear(self) -> None:
+        self.reset()
         self._cutoff = None
 
 

@@ -6,6 +6,7 @@ See docs/security.md.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
@@ -14,7 +15,7 @@ from yarl import URL
 
 from ..config import Settings
 
-__all__ = ["STORE_OPTIONS", "redact_url", "redis_url", "store_options"]
+__all__ = ["STORE_OPTIONS", "RedisUnreachable", "check_redis", "redact_url", "redis_url", "store_options"]
 
 
 def redis_url(settings: Settings) -> str:
@@ -71,3 +72,57 @@ def store_options(url: URL, options: Mapping[str, Any]) -> dict[str, Any]:
             if src is not None:
                 out[name] = conv(src)
     return out
+
+
+class RedisUnreachable(RuntimeError):
+    """Redis did not answer PING within the startup bound; the message names the address.
+    ``answered``: something answered, but refused us or is not Redis (waiting will not help)."""
+
+    def __init__(self, message: str, *, answered: bool = False) -> None:
+        super().__init__(message)
+        self.answered = answered
+
+
+def check_redis(settings: Settings, timeout: float | None = None) -> None:
+    """Wait until the Redis at ``redis_url`` answers PING, at most ``timeout`` s (the
+    startup_timeout_seconds setting); RedisUnreachable says where and what happened.
+
+    Refused connections are retried until the bound (a server starting alongside); refused
+    credentials and answers that are not Redis fail at once.
+    """
+    import redis
+
+    bound = settings.startup_timeout_seconds if timeout is None else timeout
+    deadline = time.monotonic() + bound
+    parts = urlsplit(settings.redis_url)
+    where = f"Redis at {parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+    last = "no answer"
+    while True:
+        left = max(0.1, min(5.0, deadline - time.monotonic()))
+        client = redis.Redis.from_url(redis_url(settings), socket_connect_timeout=left, socket_timeout=left)
+        try:
+            client.ping()
+            return
+        except redis.AuthenticationError as exc:
+            raise RedisUnreachable(
+                f"{where} refused the credentials ({type(exc).__name__}: {exc}); check STREAM_APP_REDIS_URL, "
+                "STREAM_APP_REDIS_USERNAME and STREAM_APP_REDIS_PASSWORD",
+                answered=True,
+            ) from None
+        except redis.ResponseError as exc:
+            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+                raise RedisUnreachable(
+                    f"{where} wants credentials ({exc}); set STREAM_APP_REDIS_PASSWORD", answered=True
+                ) from None
+            raise RedisUnreachable(f"{where} answered an error to PING: {exc}", answered=True) from None
+        except redis.exceptions.InvalidResponse as exc:
+            raise RedisUnreachable(
+                f"{where} answered something that is not Redis ({exc}) (STREAM_APP_REDIS_URL)", answered=True
+            ) from None
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            last = str(exc).rstrip(".") or type(exc).__name__
+        finally:
+            client.close()
+        if time.monotonic() >= deadline:
+            raise RedisUnreachable(f"{where} not reachable within {bound:g}s: {last} (STREAM_APP_REDIS_URL)")
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))

@@ -199,9 +199,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--profile",
-        choices=("realistic", "fast"),
-        default="realistic",
-        help="timing: realistic (14-day trials, monthly billing) or fast (minutes; for demos)",
+        choices=("dense", "saas", "fast", "realistic"),
+        default="dense",
+        help="dense: every family busy within minutes, real-time delays (the tests' world); "
+        "saas: a believable company sized from --rate, starting with its recent past (the demo's); "
+        "fast: dense with trials and billing months in minutes; realistic: old name of dense",
     )
     p.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default: settings)")
     p.add_argument(
@@ -283,14 +285,14 @@ async def _run_generate(args: argparse.Namespace, bootstrap: str, topics: dict[s
         progress.maybe_print(force=True)
         return 0
 
-    if args.create_topics:
-        from ..config import get_settings
-        from ..kafka.topics import ensure_topics
-
-        await ensure_topics(get_settings().model_copy(update={"kafka_bootstrap": bootstrap}))
-
     from ..config import get_settings
     from ..kafka.security import kafka_client_kwargs
+    from ..kafka.topics import check_kafka, ensure_topics
+
+    settings = get_settings().model_copy(update={"kafka_bootstrap": bootstrap})
+    await check_kafka(settings)  # KafkaUnreachable: one line, exit 1 (stream_app.cli)
+    if args.create_topics:
+        await ensure_topics(settings)
 
     try:
         auth = kafka_client_kwargs(get_settings())  # SASL / TLS as configured for the workers

@@ -60,6 +60,7 @@ class PrometheusProcess:
         job: str = "stream_app",
         binary: str | None = None,
         port: int | None = None,
+        external_labels: dict[str, str] | None = None,
     ) -> None:
         self.binary = find_prometheus(binary)
         self.workdir = Path(workdir)
@@ -74,7 +75,8 @@ class PrometheusProcess:
             f"  scrape_interval: {interval}\n"
             f"  scrape_timeout: {interval}\n"
             f"  evaluation_interval: {evaluation}\n"
-            f"rule_files: {_yaml_list(str(Path(r).resolve()) for r in rule_files)}\n"
+            + (f"  external_labels: {json.dumps(external_labels)}\n" if external_labels else "")
+            + f"rule_files: {_yaml_list(str(Path(r).resolve()) for r in rule_files)}\n"
             "scrape_configs:\n"
             f"  - job_name: {json.dumps(job)}\n"
             f"    static_configs:\n"
@@ -100,6 +102,7 @@ class PrometheusProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
+            start_new_session=True,  # a Ctrl-C in the terminal reaches its owner, which stops it
         )
         log.close()
         deadline = time.monotonic() + timeout

@@ -326,7 +326,8 @@ def render(summary: Summary, rate: Rates | None = None, *, color: bool = False, 
 
     at_risk = sum(summary.at_risk.values()) if summary.at_risk else None
     detail = ", ".join(f"{k} {fmt_count(v)}" for k, v in sorted(summary.at_risk.items()))
-    frt = "  ".join(f"{w} {fmt_duration(v)}" for w, v in summary.first_response_p90.items()) or "-"
+    # "over 1h: 9m54s": a window label next to a duration must not read as part of it.
+    frt = ", ".join(f"over {w}: {fmt_duration(v)}" for w, v in summary.first_response_p90.items()) or "-"
     lines.append(
         f"{c(BOLD, 'SUPPORT ')}  backlog {fmt_count(summary.backlog)}   at risk {fmt_count(at_risk)}"
         + (f" ({detail})" if detail else "")
@@ -342,7 +343,7 @@ def render(summary: Summary, rate: Rates | None = None, *, color: bool = False, 
     )
     lines.append(f"{c(BOLD, 'REVENUE ')}  MRR {fmt_money(summary.mrr, summary.currency)}")
     nps = "-" if summary.nps is None else f"{summary.nps:+.1f}"
-    nps_n = f" (n={fmt_count(summary.nps_responses)}, {summary.nps_window})" if summary.nps_window else ""
+    nps_n = f" (n={fmt_count(summary.nps_responses)} over {summary.nps_window})" if summary.nps_window else ""
     lines.append(f"{c(BOLD, 'VOICE   ')}  NPS {nps}{nps_n}")
     band_color = {"healthy": GREEN, "neutral": YELLOW, "at_risk": RED}
     bands = "   ".join(
@@ -399,13 +400,27 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--url",
         action="append",
-        help=f"worker base URL (repeatable; default {DEFAULT_URL}); /metrics is appended",
+        type=worker_url,
+        help=f"a worker: http://host:port, host:port or a port (repeatable; default {DEFAULT_URL}); "
+        "/metrics is appended",
     )
     p.add_argument("--interval", type=float, default=2.0, help="seconds between refreshes (default 2)")
     p.add_argument("--once", action="store_true", help="print one frame (two scrapes --interval apart) and exit")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.add_argument("--timeout", type=float, default=3.0, help="HTTP timeout per scrape (s)")
     return p
+
+
+def worker_url(text: str) -> str:
+    """``http://host:port`` from what people type: a URL, ``host:port``, ``:port`` or a port."""
+    text = text.strip()
+    if "://" in text:
+        return text
+    if text.isdigit():
+        return f"http://127.0.0.1:{text}"
+    if text.startswith(":"):
+        return f"http://127.0.0.1{text}"
+    return f"http://{text}"
 
 
 def scrape_all(urls: list[str], timeout: float) -> list[Scrape]:

@@ -3,10 +3,17 @@
 Pipeline health metrics are defined here; business metrics come from the
 metric processors as collectors registered on the same registry. Each worker
 exposes only the partitions it owns; queries sum across instances.
+
+Rendering is cheap where it can be: the family indexes return the very same metric family
+objects while nothing they show changed (``stream_app.engine.index``), and :func:`family_text`
+keeps each family object's text, so an unchanged family costs a byte copy; a changed one is
+written by a formatter that caches the label part of every series line (the same bytes as
+``prometheus_client.generate_latest``; tests/unit/worker/test_exposition.py).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -21,6 +28,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .. import __version__
 
@@ -112,22 +120,29 @@ class PipelineMetrics:
             )
         return children
 
-    def observe_valid(self, topic: str, event_type: str, event_ts: float, now: float) -> None:
-        valid = self._valid.get((topic, event_type))
-        if valid is None:
-            # Event types are validated (a closed set), so this stays small.
-            valid = self._valid[(topic, event_type)] = self.valid.labels(topic, event_type)
-        valid.inc()
-        children = self._topic_children(topic)
-        if event_ts > self._watermarks.get(topic, 0.0):
-            self._watermarks[topic] = event_ts
-            children[2].set(event_ts)
-        children[3].observe(max(0.0, now - event_ts))
-
-    def observe_consumed(self, topic: str, now: float) -> None:
+    def observe_consumed(self, topic: str, now: float, n: int = 1) -> None:
         consumed, last_consumed, _, _ = self._topic_children(topic)
-        consumed.inc()
+        consumed.inc(n)
         last_consumed.set(now)
+
+    def observe_valid_batch(
+        self, topic: str, types: dict[str, int], newest_ts: float, delays: Iterable[float]
+    ) -> None:
+        """A batch's valid events at once: counts by type, the newest event time, each delay
+        (every per-event metric update takes a lock: one per batch instead)."""
+        for event_type, n in types.items():
+            valid = self._valid.get((topic, event_type))
+            if valid is None:
+                # Event types are validated (a closed set), so this stays small.
+                valid = self._valid[(topic, event_type)] = self.valid.labels(topic, event_type)
+            valid.inc(n)
+        children = self._topic_children(topic)
+        if newest_ts > self._watermarks.get(topic, 0.0):
+            self._watermarks[topic] = newest_ts
+            children[2].set(newest_ts)
+        observe = children[3].observe
+        for delay in delays:
+            observe(delay)
 
     def prime(self, topics: Iterable[str]) -> None:
         """Create the unlabelled-by-outcome series at zero so rates work from the first scrape."""
@@ -171,6 +186,101 @@ def worker_state_families(
     return [info, ready_g, parts, start]
 
 
+# --------------------------------------------------------------------------- text
+
+
+_TEXT = "_stream_app_text"  # attribute holding a family object's rendered text
+_LEGACY_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LEGACY_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_PREFIX_CACHE_MAX = 200_000
+_prefixes: dict[tuple, str] = {}  # (sample name, label items) -> 'name{a="x",b="y"} '
+
+
+class _NotPlain(Exception):
+    """A family the fast formatter does not handle: written by generate_latest instead."""
+
+
+class _One:
+    def __init__(self, metric: Metric) -> None:
+        self.metric = metric
+
+    def collect(self) -> list[Metric]:
+        return [self.metric]
+
+
+def _prefix(name: str, labels: dict[str, str]) -> str:
+    key = (name, tuple(labels.items()))
+    p = _prefixes.get(key)
+    if p is None:
+        if not _LEGACY_NAME.fullmatch(name) or not all(_LEGACY_LABEL.fullmatch(k) for k in labels):
+            raise _NotPlain(name)
+        if labels:
+            inner = ",".join(
+                '{}="{}"'.format(k, v.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"'))
+                for k, v in sorted(labels.items())
+            )
+            p = f"{name}{{{inner}}} "
+        else:
+            p = f"{name} "
+        if len(_prefixes) >= _PREFIX_CACHE_MAX:
+            _prefixes.clear()
+        _prefixes[key] = p
+    return p
+
+
+def _format(metric: Metric) -> bytes:
+    """The classic text format of one family, as generate_latest writes it (zero as 0.0)."""
+    mname, mtype = metric.name, metric.type
+    if mtype == "counter":
+        mname += "_total"
+    elif mtype == "info":
+        mname, mtype = mname + "_info", "gauge"
+    elif mtype == "stateset":
+        mtype = "gauge"
+    elif mtype == "gaugehistogram":
+        mtype = "histogram"
+    elif mtype == "unknown":
+        mtype = "untyped"
+    if not _LEGACY_NAME.fullmatch(mname):
+        raise _NotPlain(mname)
+    doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    out = [f"# HELP {mname} {doc}\n# TYPE {mname} {mtype}\n"]
+    special = {metric.name + suffix: suffix for suffix in ("_created", "_gsum", "_gcount")}
+    om: dict[str, list[str]] = {}
+    for s in metric.samples:
+        if s.timestamp is not None or s.native_histogram is not None:
+            raise _NotPlain(s.name)
+        v = s.value
+        line = _prefix(s.name, s.labels) + ("0.0" if v == 0 else floatToGoString(v)) + "\n"
+        suffix = special.get(s.name)
+        if suffix is None:
+            out.append(line)
+        else:
+            om.setdefault(suffix, []).append(line)
+    for suffix, lines in sorted(om.items()):
+        name = metric.name + suffix
+        out.append(f"# HELP {name} {doc}\n# TYPE {name} gauge\n")
+        out.extend(lines)
+    return "".join(out).encode("utf-8")
+
+
+def family_text(metric: Metric) -> bytes:
+    """The text exposition of one family, kept on the family object: a family object returned
+    again (unchanged, see ``stream_app.engine.index``) costs a byte copy. Families must not be
+    changed after they were rendered."""
+    text = getattr(metric, _TEXT, None)
+    if text is None:
+        try:
+            text = _format(metric)
+        except _NotPlain:
+            text = generate_latest(_One(metric))  # type: ignore[arg-type]
+        try:
+            setattr(metric, _TEXT, text)
+        except AttributeError:  # a family class with slots: render it each time
+            pass
+    return text
+
+
 class Exposition:
     """What one worker exposes: its ``prometheus_client`` registry (pipeline counters, Faust's
     engine metrics, worker and store state) plus the collectors whose values depend on the time
@@ -193,8 +303,14 @@ class Exposition:
         return ScrapeView(self, self.clock() if now is None else now)
 
     def render(self, now: float | None = None) -> bytes:
-        """The text exposition read at ``now`` (default: the wall clock)."""
-        return generate_latest(self.at(now))  # type: ignore[arg-type]
+        """The text exposition read at ``now`` (default: the wall clock): what
+        ``generate_latest(self.at(now))`` writes, unchanged families copied from their cache (the
+        registry's families are new objects every time: written by the fast formatter)."""
+        at = self.clock() if now is None else now
+        parts = [family_text(m) for m in self.registry.collect()]
+        for collect in self._timed:
+            parts.extend(family_text(m) for m in collect(at))
+        return b"".join(parts)
 
 
 class ScrapeView:

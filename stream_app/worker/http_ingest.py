@@ -5,10 +5,12 @@ application/x-ndjson``). Each event is checked with the consumers' decoder (``de
 valid ones are written, byte for byte, to their family's topic with key = subject, and the
 answer waits for the broker's acknowledgement. Invalid ones are refused at the door: they get a
 per-event reason in the answer and never reach Kafka (so never the dead-letter topic). The
-worker's ingest agents then consume the accepted events like any other.
+worker's ingest agents then consume the accepted events like any other. An accepted event older
+than every window of its family (plus grace) carries a ``warning``: it is stored, but no
+windowed metric will count it (usually a wrong or copied time).
 
-Pure request parsing (``parse_body``, ``content_length_error``,
-``http_status``) is separate from the aiohttp/Faust shell (``HttpIngest``) so it can be unit
+Pure request parsing (``parse_body``, ``content_length_error``, ``http_status``,
+``too_old_warning``) is separate from the aiohttp/Faust shell (``HttpIngest``) so it can be unit
 tested without a server. See docs/producing.md.
 """
 
@@ -202,7 +204,29 @@ def validate_all(
     return out
 
 
-def result_of(checked: Checked, delivery: Any = None, error: BaseException | None = None) -> dict[str, Any]:
+def too_old_warning(event: Any, now: float, horizons: dict[str, float]) -> str | None:
+    """A warning for an event older than its family's longest window plus grace (the family's
+    horizon, seconds): the worker applies it to the entity's state, but every window has already
+    let go of its time, so it moves no windowed metric. None for anything newer."""
+    horizon = horizons.get(event.family)
+    age = now - event.ts
+    if horizon is None or age <= horizon:
+        return None
+    return (
+        f"event time is {_days(age)} old, older than every {event.family} window "
+        f"({_days(horizon)} with grace): accepted, but no windowed metric will count it; "
+        "is the time right?"
+    )
+
+
+def _days(seconds: float) -> str:
+    days = seconds / 86400
+    return f"{days:.0f} days" if days >= 1.5 else f"{seconds / 3600:.0f} hours"
+
+
+def result_of(
+    checked: Checked, delivery: Any = None, error: BaseException | None = None, warning: str | None = None
+) -> dict[str, Any]:
     if checked.event is None:
         return {
             "index": checked.index,
@@ -219,7 +243,7 @@ def result_of(checked: Checked, delivery: Any = None, error: BaseException | Non
             "reason": NOT_DELIVERED,
             "detail": f"Kafka did not acknowledge the event ({type(error).__name__}); retry it",
         }
-    return {
+    result = {
         "index": checked.index,
         "id": checked.event.id,
         "status": "accepted",
@@ -229,6 +253,9 @@ def result_of(checked: Checked, delivery: Any = None, error: BaseException | Non
         "partition": delivery.partition,
         "offset": delivery.offset,
     }
+    if warning is not None:
+        result["warning"] = warning
+    return result
 
 
 # --------------------------------------------------------------------------- shell
@@ -270,6 +297,7 @@ class HttpIngest:
         max_event_bytes: int = 65536,
         max_future_skew: float = 300.0,
         ack_timeout: float = 30.0,
+        horizons: dict[str, float] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
@@ -282,6 +310,7 @@ class HttpIngest:
         self.max_event_bytes = max_event_bytes
         self.max_future_skew = max_future_skew
         self.ack_timeout = ack_timeout
+        self.horizons = dict(horizons or {})  # family -> longest window + grace (s)
         self.clock = clock
 
     @classmethod
@@ -303,6 +332,7 @@ class HttpIngest:
             max_events=getattr(s, "http_ingest_max_events", 1000),
             max_event_bytes=s.max_event_bytes,
             max_future_skew=s.max_future_skew_seconds,
+            horizons=family_horizons(s),
         )
         ingest.register()
         return ingest
@@ -339,10 +369,11 @@ class HttpIngest:
             raise err
         body = await self._read_body(request)
         items = parse_body(body, request.headers.get("Content-Type"), self.max_events)
+        now = self.clock()
         checked = validate_all(
-            items, max_event_bytes=self.max_event_bytes, max_future_skew=self.max_future_skew, now=self.clock()
+            items, max_event_bytes=self.max_event_bytes, max_future_skew=self.max_future_skew, now=now
         )
-        results = await self._send(checked)
+        results = await self._send(checked, now)
         for r in results:
             if r["status"] == "accepted":
                 self.metrics.events.labels("accepted", "none").inc()
@@ -365,7 +396,7 @@ class HttpIngest:
                 raise IngestError(413, "too_large", f"request body exceeds {self.max_request_bytes} bytes")
             chunks.append(chunk)
 
-    async def _send(self, checked: list[Checked]) -> list[dict[str, Any]]:
+    async def _send(self, checked: list[Checked], now: float) -> list[dict[str, Any]]:
         producer = self.app.producer
         futures: dict[int, Any] = {}
         errors: dict[int, BaseException] = {}
@@ -397,5 +428,20 @@ class HttpIngest:
                 log.warning("HTTP ingest: event id=%s not acknowledged: %r", c.event.id, errors[c.index])
                 results.append(result_of(c, error=errors[c.index]))
             else:
-                results.append(result_of(c, delivery=outcome))
+                warning = too_old_warning(c.event, now, self.horizons) if c.event is not None else None
+                results.append(result_of(c, delivery=outcome, warning=warning))
         return results
+
+
+def family_horizons(settings: Any) -> dict[str, float]:
+    """Event family -> how far back its longest window plus grace reaches (s), from the same
+    configuration the engine gets."""
+    from .families import label_guard, revenue_config, support_config, usage_config, voice_config
+
+    labels = label_guard(settings)
+    return {
+        "ticket": support_config(settings, labels).horizon,
+        "activity": usage_config(settings, labels).horizon,
+        "subscription": revenue_config(settings, labels).horizon,
+        "survey": voice_config(settings, labels).horizon,
+    }

@@ -83,8 +83,11 @@ class Ingest:
         now = time.time()
         s = self.settings
         pipeline = self.pipeline
+        pipeline.observe_consumed(topic_name, now, len(events))
+        types: dict[str, int] = {}
+        delays: list[float] = []
+        newest = 0.0
         for event in events:
-            pipeline.observe_consumed(topic_name, now)
             raw = event.value if isinstance(event.value, bytes | bytearray) else b""
             try:
                 decoded = decode_event(
@@ -105,7 +108,11 @@ class Ingest:
             except EventRejected as rejected:
                 await self.dead_letter(event, topic_name, rejected.reason, rejected.detail)
                 continue
-            pipeline.observe_valid(topic_name, decoded.type, decoded.ts, now)
+            types[decoded.type] = types.get(decoded.type, 0) + 1
+            ts = decoded.ts
+            delays.append(now - ts if now > ts else 0.0)
+            if ts > newest:
+                newest = ts
             if processor is None:
                 continue
             msg = event.message
@@ -119,6 +126,8 @@ class Ingest:
             except Exception as exc:  # noqa: BLE001 - a bad event must never stop the worker
                 log.exception("processing failed for %s event id=%s", decoded.type, decoded.id)
                 await self.dead_letter(event, topic_name, "processing_error", f"{type(exc).__name__} while processing")
+        if types:
+            pipeline.observe_valid_batch(topic_name, types, newest, delays)
 
     async def dead_letter(self, event: faust.EventT, topic_name: str, reason: str, detail: str) -> None:
         self.pipeline.invalid.labels(topic_name, reason).inc()

@@ -326,7 +326,7 @@ def test_top_once_shows_the_workers_numbers(worker):
     assert re.search(rf"backlog {backlog:,.0f} ", frame), frame
     assert re.search(rf"DAU {dau:,.0f}\s+MAU {mau:,.0f}", frame), frame
     assert f"MRR {mrr:,.2f} " in frame, frame
-    assert f"NPS {100 * (promoters - detractors) / responses:+.1f} (n={responses:,.0f}, 30d)" in frame, frame
+    assert f"NPS {100 * (promoters - detractors) / responses:+.1f} (n={responses:,.0f} over 30d)" in frame, frame
     for band in ("healthy", "neutral", "at_risk"):
         assert re.search(rf"{band} {total(s, 'stream_app_health_accounts', band=band):,.0f}\b", frame), frame
     assert "workers 1/1 ready" in frame

@@ -5,6 +5,9 @@ the whole event log at once, dedupes by id, sorts by event time and recomputes e
 ``now`` as Prometheus samples ``{(sample_name, frozenset(labels.items())): value}`` with zero
 samples left out. Label values are used raw (callers keep them under the label caps).
 
+Labels: ticket volumes (created, solved, reopens) carry team, channel and priority; every other
+metric team and priority (the series budget of docs/metrics.md).
+
 Events are dicts: {"id", "type", "time" (epoch seconds), "data": {...}}.
 Params (plain dict): bucket, volume_windows, windows, edges_first_response, edges_resolution,
 edges_handle, targets {priority: (first_reply_s | None, resolution_s | None)}, at_risk,
@@ -86,7 +89,8 @@ def compute(events, now, prm):
         for e in evs:
             if e["type"] == "ticket.assigned" and e["time"] >= C:
                 team = e["data"]["team"]
-        base = {"team": team, "channel": c["data"]["channel"], "priority": c["data"]["priority"]}
+        volume = {"team": team, "channel": c["data"]["channel"], "priority": c["data"]["priority"]}
+        base = {"team": team, "priority": volume["priority"]}
         prio = base["priority"]
 
         statuses = []
@@ -117,11 +121,11 @@ def compute(events, now, prm):
             if e["data"]["author_role"] == "agent" and e["data"].get("public", True)
         ]
 
-        count("tickets_created", base, C, prm["volume_windows"])
+        count("tickets_created", volume, C, prm["volume_windows"])
         for t in solve_times:
-            count("tickets_solved", base, t, prm["volume_windows"])
+            count("tickets_solved", volume, t, prm["volume_windows"])
         for t in reopen_times:
-            count("reopens", base, t, prm["volume_windows"])
+            count("reopens", volume, t, prm["volume_windows"])
         if not is_done:
             put(P + "backlog_tickets", _lab(**base, status=current), 1)
             k = (P + "oldest_unsolved_ticket_created_timestamp_seconds", _lab(**base))

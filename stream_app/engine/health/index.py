@@ -1,16 +1,50 @@
 """The accounts one worker holds and their scores, cached until they can change; rendered as
-distributions (never account ids in labels)."""
+distributions (never account ids in labels), kept as running aggregates so a scrape re-scores
+only the accounts that changed or crossed an edge since the previous one."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import heapq
+import math
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client.core import GaugeHistogramMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from .config import BANDS, PREFIX, SOURCES, HealthConfig
+from stream_app.engine.index import reuse_unchanged
+
+from .config import BANDS, DIGITS, PREFIX, SOURCES, HealthConfig
 from .score import HealthScore, evaluate, valid_until
 from .state import HealthState, apply_signal, message_account
+
+_SCALE = 10**DIGITS  # scores have DIGITS decimals: their sums are kept exactly, as integers
+
+
+class _Distribution:
+    """Counts per score bucket (upper-inclusive edges, then +Inf) and the exact sum."""
+
+    __slots__ = ("edges", "counts", "n", "total")
+
+    def __init__(self, edges: tuple[float, ...]) -> None:
+        self.edges = edges
+        self.counts = [0] * (len(edges) + 1)
+        self.n = 0
+        self.total = 0  # sum of round(v * _SCALE)
+
+    def add(self, v: float, k: int) -> None:
+        self.counts[bisect_left(self.edges, v)] += k
+        self.n += k
+        self.total += k * round(v * _SCALE)
+
+    def buckets(self) -> tuple[list[tuple[str, float]], float]:
+        out, acc = [], 0
+        for e, c in zip(self.edges, self.counts):
+            acc += c
+            out.append((floatToGoString(e), acc))
+        out.append(("+Inf", self.n))
+        return out, self.total / _SCALE
+
 
 # --------------------------------------------------------------------------- index
 
@@ -30,6 +64,78 @@ class HealthIndex:
         self.states: dict[str, HealthState] = {}
         # account -> (evaluated at, valid until, score); facts are recomputed when asked for
         self._cache: dict[str, tuple[float, float, HealthScore]] = {}
+        self.version = 0  # bumped by every change of the held states
+        self._read: tuple | None = None  # (version, at, until, families) of the last collect
+        self._clear_counts()
+
+    # -- the running aggregates behind collect() -----------------------------
+    def _clear_counts(self) -> None:
+        edges = self.cfg.score_edges
+        self._pos: float | None = None  # read time the aggregates are at
+        self._counted: dict[str, tuple[float, HealthScore]] = {}  # account -> (valid until, score)
+        self._expiry: list[tuple[float, str]] = []  # (valid until, account) of counted scores
+        self._dirty: set[str] = set()  # changed (or valid only at their read time): re-score
+        self._bands = dict.fromkeys(BANDS, 0)
+        self._totals = _Distribution(edges)
+        self._comps = {c: _Distribution(edges) for c in SOURCES}
+
+    def _count(self, sc: HealthScore, k: int) -> None:
+        for c, v in sc.components.items():
+            if v is not None:
+                self._comps[c].add(v, k)
+        if sc.total is not None:
+            self._totals.add(sc.total, k)
+            self._bands[sc.band] += k  # type: ignore[index]
+
+    def _recount(self, acc: str, now: float) -> None:
+        old = self._counted.pop(acc, None)
+        if old is not None:
+            self._count(old[1], -1)
+        if acc not in self.states:
+            return
+        sc = self.score(acc, now)
+        until = self._cache[acc][1]
+        self._counted[acc] = (until, sc)  # type: ignore[assignment]
+        self._count(sc, 1)  # type: ignore[arg-type]
+        if until > now:
+            if until < math.inf:
+                heapq.heappush(self._expiry, (until, acc))
+        else:
+            self._dirty.add(acc)  # an edge right at now: judge it again at the next read
+
+    def _advance(self, now: float) -> None:
+        if self._pos is None or now < self._pos:
+            self._clear_counts()
+            due = list(self.states)
+        else:
+            due = list(self._dirty)
+            heap = self._expiry
+            while heap and heap[0][0] <= now:
+                until, acc = heapq.heappop(heap)
+                c = self._counted.get(acc)
+                if c is not None and c[0] == until:
+                    due.append(acc)
+        self._dirty = set()
+        for acc in due:
+            self._recount(acc, now)
+        self._pos = now
+
+    def warm_steps(self, now: float, chunk: int = 2000) -> Iterator[None]:
+        """Score and count every account at ``now`` in chunks (yielding in between), then read
+        once: after a rebuild, so the first scrape re-scores only what changed since ``now``.
+        Nothing may change or read the index meanwhile."""
+        self._clear_counts()
+        for i, acc in enumerate(list(self.states), 1):
+            self._recount(acc, now)
+            if chunk and i % chunk == 0:
+                yield
+        self._pos = now
+        self.collect(now)
+
+    def _valid_until(self, now: float) -> float:
+        if self._dirty:
+            return now  # not valid beyond this very instant
+        return self._expiry[0][0] if self._expiry else math.inf
 
     def __len__(self) -> int:
         return len(self.states)
@@ -52,15 +158,21 @@ class HealthIndex:
     def put(self, state: HealthState) -> None:
         self.states[state.account_id] = state
         self._cache.pop(state.account_id, None)
+        self._dirty.add(state.account_id)
+        self.version += 1
 
     def remove(self, account_id: str) -> None:
         self.states.pop(account_id, None)
         self._cache.pop(account_id, None)
+        self._dirty.add(account_id)
+        self.version += 1
 
     def rebuild(self, states: Iterable[HealthState]) -> float | None:
         """Replace the held states (partition assignment). Returns the newest ts among them."""
         self.states = {}
         self._cache = {}
+        self._clear_counts()
+        self.version += 1
         high = None
         for s in states:
             self.states[s.account_id] = s
@@ -85,19 +197,20 @@ class HealthIndex:
         return None if r is None else r[0]
 
     def collect(self, now: float) -> list[Metric]:
-        """Distribution of the accounts' scores at wall-clock ``now`` (never account ids)."""
-        bands = dict.fromkeys(BANDS, 0)
-        totals: list[float] = []
-        comps: dict[str, list[float]] = {c: [] for c in SOURCES}
-        score = self.score
-        for acc in self.states:
-            sc = score(acc, now)
-            for c, v in sc.components.items():  # type: ignore[union-attr]
-                if v is not None:
-                    comps[c].append(v)
-            if sc.total is not None:
-                totals.append(sc.total)
-                bands[sc.band] += 1  # type: ignore[index]
+        """Distribution of the accounts' scores at wall-clock ``now`` (never account ids): the
+        same family objects as the previous read while no state changed and no counted score
+        crossed its validity (treat them as read-only)."""
+        r = self._read
+        if r is not None and r[0] == self.version and r[1] <= now < r[2]:
+            return r[3]
+        self._advance(now)
+        families = self._families()
+        if r is not None:
+            families = reuse_unchanged(r[3], families)
+        self._read = (self.version, now, self._valid_until(now), families)
+        return families
+
+    def _families(self) -> list[Metric]:
         out: list[Metric] = []
         fam = GaugeMetricFamily(
             PREFIX + "accounts",
@@ -106,15 +219,16 @@ class HealthIndex:
             labels=["band"],
         )
         for b in BANDS:
-            fam.add_metric([b], bands[b])
+            fam.add_metric([b], self._bands[b])
         out.append(fam)
         out.append(GaugeMetricFamily(
-            PREFIX + "accounts_scored", "Accounts with a health score (at least one component).", value=len(totals)))
+            PREFIX + "accounts_scored", "Accounts with a health score (at least one component).",
+            value=self._totals.n))
         out.append(GaugeMetricFamily(
             PREFIX + "accounts_tracked", "Account health states held by this worker.", value=len(self.states)))
         fam = GaugeHistogramMetricFamily(
             PREFIX + "score", "Distribution of the accounts' health scores (0..1) at scrape time.")
-        b, s = self._buckets(totals)
+        b, s = self._totals.buckets()
         fam.add_metric([], b, s)
         out.append(fam)
         fam = GaugeHistogramMetricFamily(
@@ -123,25 +237,10 @@ class HealthIndex:
             labels=["component"],
         )
         for c in SOURCES:
-            b, s = self._buckets(comps[c])
+            b, s = self._comps[c].buckets()
             fam.add_metric([c], b, s)
         out.append(fam)
         return out
-
-    def _buckets(self, values: list[float]) -> tuple[list[tuple[str, float]], float]:
-        edges = self.cfg.score_edges
-        counts = [0] * len(edges)
-        for v in values:
-            for i, e in enumerate(edges):
-                if v <= e:
-                    counts[i] += 1
-                    break
-        out, acc = [], 0
-        for e, c in zip(edges, counts):
-            acc += c
-            out.append((floatToGoString(e), acc))
-        out.append(("+Inf", len(values)))
-        return out, float(sum(values))
 
     def lowest(self, now: float, limit: int = 20) -> list[dict]:
         """The ``limit`` lowest-scoring accounts at ``now`` (unscored ones left out), lowest first,

@@ -123,7 +123,3 @@ def _ts(v: Any) -> float | None:
         return float(v)
     return datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp()
 
-
-def _field(data: Any, name: str, default: Any = None) -> Any:
-    v = data.get(name, default) if isinstance(data, Mapping) else getattr(data, name, default)
-    return getattr(v, "value", v) if v is not None and not isinstance(v, (str, bool, int, float, datetime)) else v

@@ -86,6 +86,13 @@ class StepStore:
         cur[0] = p
         return totals
 
+    def next_step(self, name: str) -> float:
+        """After a read of cursor ``name``: the time of the earliest step it has not passed (a
+        read at that time or later may differ), or inf (conservative: steps removed since they
+        were scheduled may still bound it)."""
+        cur = self._cursors.get(name)
+        return cur[2][0] if cur is not None and cur[2] else math.inf
+
     def clear(self) -> None:
         self._steps.clear()
         self._cursors.clear()
@@ -134,13 +141,16 @@ class RevenueIndex(ContributionIndex):
     def _contributions(self, state: AccountState) -> list[Contribution]:
         return contributions(state, self.cfg)
 
-    def evict(self, cutoff_ts: float | None) -> int:
-        if cutoff_ts is None:
-            return 0
+    def _evict(self, cutoff_ts: float) -> int:
         return self._mv.evict(cutoff_ts) + self._mva.evict(cutoff_ts)
 
     # -- exposition -------------------------------------------------------
-    def collect(self, now: float) -> list[Metric]:
+    def _valid_until(self, now: float) -> float:
+        # window buckets, steps of the current state ahead of now, the next calendar month
+        return min(self._mv.next_edge(now), self._base.next_step("now"), self._pc.next_step("now"),
+                   month_start(month_index(now) + 1))
+
+    def _collect(self, now: float) -> list[Metric]:
         cfg = self.cfg
         out: list[Metric] = []
         after_now = math.nextafter(now, math.inf)  # "at now" includes changes timestamped now

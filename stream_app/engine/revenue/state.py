@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import DAY, DEFAULT_KEEP_SECONDS, _field, _ts
+from stream_app.engine.fields import field as _field
+from .config import DAY, DEFAULT_KEEP_SECONDS, _ts
 
 
 # --------------------------------------------------------------------------- state

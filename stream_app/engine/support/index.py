@@ -1,6 +1,15 @@
-"""The support aggregates derived from ticket states, and their exposition."""
+"""The support aggregates derived from ticket states, and their exposition.
+
+Series budget (docs/metrics.md, Support): ticket volumes keep the full ``team, channel,
+priority`` labels; every other support metric is kept per ``team, priority`` (the channel of a
+ticket is summed away when its contribution is applied), which is what the boards and rules
+read. Running SLA clocks are judged incrementally as the read time moves on
+(:class:`stream_app.engine.clocks.Clocks`), so a scrape costs what changed since the last one.
+"""
 
 from __future__ import annotations
+
+import heapq
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -8,6 +17,7 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     Metric,
 )
+from stream_app.engine.clocks import Clocks, after
 from stream_app.engine.index import ContributionIndex
 from stream_app.engine.windows import RollingCounter, RollingHistogram, window_label
 
@@ -16,6 +26,11 @@ from .state import TicketState, contributions
 
 
 # --------------------------------------------------------------------------- index
+
+#: labels of the ticket volumes (the contributions' own labels)
+VOLUME_LABELS = BASE_LABELS
+#: labels of every other support metric: the channel is summed away
+LABELS = ("team", "priority")
 
 _VOLUME = {
     "created": ("tickets_created", "Tickets created in the window (by creation event time)."),
@@ -60,6 +75,44 @@ _HIST = {
 }
 
 
+class _SlaClocks(Clocks):
+    """Running SLA clocks ``((team, priority, target), (start, seconds))``: stage 1 (at risk)
+    from ``start + fraction x seconds``, stage 2 (breached) once ``now > start + seconds``, then
+    also a breach counted in the windows at the deadline."""
+
+    __slots__ = ("frac", "at_risk", "breached", "late")
+
+    def __init__(self, frac: float, windows: tuple[int, ...], g: int) -> None:
+        super().__init__()
+        self.frac = frac
+        self.at_risk: dict[tuple, int] = {}
+        self.breached: dict[tuple, int] = {}
+        self.late = RollingCounter(windows, g)  # breaches of running clocks, at their deadline
+
+    def stages(self, key) -> tuple[float, ...]:
+        start, target = key[1]
+        return (start + self.frac * target, after(start + target))
+
+    def effect(self, key, stage: int, n: int) -> None:
+        if stage == 0:
+            return
+        labels = key[0]
+        d = self.at_risk if stage == 1 else self.breached
+        v = d.get(labels, 0) + n
+        if v:
+            d[labels] = v
+        else:
+            d.pop(labels, None)
+        if stage == 2:
+            start, target = key[1]
+            self.late.add(labels, start + target, n)
+
+    def reset_effects(self) -> None:
+        self.at_risk = {}
+        self.breached = {}
+        self.late.reset()
+
+
 class SupportIndex(ContributionIndex):
     """Support aggregates derived from ticket states. Not thread-safe (use the event loop)."""
 
@@ -81,16 +134,25 @@ class SupportIndex(ContributionIndex):
         self._hist = {k: RollingHistogram(edges[k], cfg.windows, g) for k in _HIST}
         self._counters = {**self._volume, **self._fcr, "sla_breach": self._breaches}
         self._gauges: dict[str, dict] = {"tracked": {}, "incomplete": {}, "backlog": {}}
-        self._open_created: dict[tuple, dict[float, int]] = {}
-        self._sla_clocks: dict[tuple, int] = {}  # (labels, (start, target)) -> tickets
+        self._open_created: dict[tuple, dict[float, int]] = {}  # labels -> {created ts: tickets}
+        self._open_heap: dict[tuple, list[float]] = {}  # labels -> heap of those ts (lazy)
+        self._sla = _SlaClocks(cfg.at_risk_fraction, cfg.windows, g)
         self._seen_backlog: set[tuple] = set()  # so an emptied backlog series reads 0, not absent
         self._seen_sla: set[tuple] = set()
+        self._narrow: dict[tuple, tuple] = {}  # (team, channel, priority, ...) -> (team, priority, ...)
         self.dropped = 0  # contributions refused because their bucket was already evicted
 
     # -- updates ----------------------------------------------------------
     def _apply(self, c: Contribution, k: int) -> int:
         """Add (k > 0) or retract (k < 0) a contribution k times; returns adds dropped."""
         name, labels, ts, value = c
+        if name in _VOLUME:
+            return 0 if self._volume[name].add(labels, ts, k * value) or k < 0 else k
+        if labels:
+            narrow = self._narrow.get(labels)
+            if narrow is None:
+                narrow = self._narrow[labels] = (labels[0],) + labels[2:]
+            labels = narrow
         store = self._counters.get(name)
         if store is not None:
             return 0 if store.add(labels, ts, k * value) or k < 0 else k
@@ -102,22 +164,12 @@ class SupportIndex(ContributionIndex):
                 ok = hist.observe(labels, ts, value, sign)
             return 0 if ok or k < 0 else k
         if name == "open_created":
-            d = self._open_created.setdefault(labels, {})
-            n = d.get(value, 0) + k
-            if n:
-                d[value] = n
-            else:
-                d.pop(value, None)
-                if not d:
-                    del self._open_created[labels]
+            self._open(labels, value, k)
             return 0
         if name == "sla_clock":
-            key = (labels, value)
-            n = self._sla_clocks.get(key, 0) + k
-            if n:
-                self._sla_clocks[key] = n
-            else:
-                self._sla_clocks.pop(key, None)
+            self._sla.add((labels, value), k)
+            if k > 0:
+                self._seen_sla.add(labels)
             return 0
         g = self._gauges[name]
         n = g.get(labels, 0) + k * value
@@ -129,69 +181,85 @@ class SupportIndex(ContributionIndex):
             self._seen_backlog.add(labels)
         return 0
 
+    def _open(self, labels: tuple, created: float, k: int) -> None:
+        d = self._open_created.setdefault(labels, {})
+        before = d.get(created, 0)
+        n = before + k
+        if n:
+            d[created] = n
+        else:
+            d.pop(created, None)
+        if not d:
+            del self._open_created[labels]
+            self._open_heap.pop(labels, None)
+            return
+        h = self._open_heap.setdefault(labels, [])
+        if before == 0:
+            heapq.heappush(h, created)
+        if len(h) > 2 * len(d) + 16:  # lazily deleted entries: compact
+            h[:] = list(d)
+            heapq.heapify(h)
+
+    def _oldest(self, labels: tuple) -> float:
+        d, h = self._open_created[labels], self._open_heap[labels]
+        while h[0] not in d:
+            heapq.heappop(h)
+        return h[0]
+
     def _contributions(self, state: TicketState) -> list[Contribution]:
         return contributions(state, self.cfg)
 
-    def evict(self, cutoff_ts: float | None) -> int:
-        """Drop window buckets before ``cutoff_ts`` (``WatermarkTracker.cutoff()``)."""
-        if cutoff_ts is None:
-            return 0
+    def _evict(self, cutoff_ts: float) -> int:
         n = 0
-        for store in (*self._counters.values(), *self._hist.values()):
+        for store in (*self._counters.values(), *self._hist.values(), self._sla.late):
             n += store.evict(cutoff_ts)
         return n
 
     # -- exposition -------------------------------------------------------
-    def collect(self, now: float) -> list[Metric]:
+    def _running_clocks(self) -> list:
+        return [self._sla]
+
+    def _valid_until(self, now: float) -> float:
+        return min(self._breaches.next_edge(now), self._sla.next_change())
+
+    def _collect(self, now: float) -> list[Metric]:
         """Prometheus metric families read at wall-clock ``now`` (epoch seconds)."""
         cfg = self.cfg
         out: list[Metric] = []
         wl = ("window",)
-        out += self._counter_group(self._volume, _VOLUME, now, cfg.volume_windows, BASE_LABELS + wl)
-        out += self._counter_group(self._fcr, _FCR, now, cfg.windows, BASE_LABELS + wl)
+        out += self._counter_group(self._volume, _VOLUME, now, cfg.volume_windows, VOLUME_LABELS + wl)
+        out += self._counter_group(self._fcr, _FCR, now, cfg.windows, LABELS + wl)
 
         for key, (suffix, doc) in _HIST.items():
             h = self._hist[key]
-            fam = GaugeHistogramMetricFamily(PREFIX + suffix, doc, labels=BASE_LABELS + wl)
+            fam = GaugeHistogramMetricFamily(PREFIX + suffix, doc, labels=LABELS + wl)
             per_w = h.windows_at(now)
-            for labels in list(per_w[max(cfg.windows)]):
+            for labels in sorted(per_w[max(cfg.windows)]):
                 for w in cfg.windows:
                     buckets, s, _ = h.cumulative(per_w[w].get(labels))
                     fam.add_metric(list(labels) + [window_label(w)], buckets, s)
             out.append(fam)
 
         # SLA: stopped clocks were counted at their deadline; running clocks are judged at now
-        p = int(now // cfg.bucket_seconds)
-        nb = {w: w // cfg.bucket_seconds for w in cfg.windows}
-        breach_w = {w: dict(v) for w, v in self._breaches.windows_at(now).items()}
-        at_risk: dict[tuple, int] = {}
-        breached_now: dict[tuple, int] = {}
-        frac = cfg.at_risk_fraction
-        for (labels, (start, target)), n in self._sla_clocks.items():
-            elapsed = now - start
-            if elapsed > target:
-                breached_now[labels] = breached_now.get(labels, 0) + n
-                db = int((start + target) // cfg.bucket_seconds)
-                for w, k in nb.items():
-                    if db > p - k:
-                        breach_w[w][labels] = breach_w[w].get(labels, 0) + n
-            elif elapsed >= frac * target:
-                at_risk[labels] = at_risk.get(labels, 0) + n
-            self._seen_sla.add(labels)
-        sla_labels = BASE_LABELS + ("target",)
+        sla = self._sla
+        sla.advance(now)
+        stopped = self._breaches.windows_at(now)
+        late = sla.late.windows_at(now)
+        sla_labels = LABELS + ("target",)
         fam = GaugeMetricFamily(
             PREFIX + "sla_breaches",
             "SLA breaches in the window, counted when the target elapsed (first reply or resolution).",
             labels=sla_labels + wl,
         )
-        for labels in list(breach_w[max(cfg.windows)]):
+        wmax = max(cfg.windows)
+        for labels in sorted(stopped[wmax].keys() | late[wmax].keys()):
             for w in cfg.windows:
-                fam.add_metric(list(labels) + [window_label(w)], breach_w[w].get(labels, 0))
+                fam.add_metric(list(labels) + [window_label(w)], stopped[w].get(labels, 0) + late[w].get(labels, 0))
         out.append(fam)
         for name, data, doc in (
-            ("sla_at_risk_tickets", at_risk,
+            ("sla_at_risk_tickets", sla.at_risk,
              "Tickets whose running SLA clock passed the at-risk fraction of the target, not yet breached."),
-            ("sla_breached_tickets", breached_now,
+            ("sla_breached_tickets", sla.breached,
              "Tickets whose running SLA clock (unanswered / unresolved) is past the target now."),
         ):
             fam = GaugeMetricFamily(PREFIX + name, doc, labels=sla_labels)
@@ -202,7 +270,7 @@ class SupportIndex(ContributionIndex):
         fam = GaugeMetricFamily(
             PREFIX + "backlog_tickets",
             "Tickets not solved/closed now, by current status.",
-            labels=BASE_LABELS + ("status",),
+            labels=LABELS + ("status",),
         )
         backlog = self._gauges["backlog"]
         for labels in sorted(self._seen_backlog):
@@ -212,10 +280,10 @@ class SupportIndex(ContributionIndex):
         fam = GaugeMetricFamily(
             PREFIX + "oldest_unsolved_ticket_created_timestamp_seconds",
             "Creation time of the oldest ticket not solved/closed (aggregate with min).",
-            labels=BASE_LABELS,
+            labels=LABELS,
         )
-        for labels, d in self._open_created.items():
-            fam.add_metric(list(labels), min(d))
+        for labels in sorted(self._open_created):
+            fam.add_metric(list(labels), self._oldest(labels))
         out.append(fam)
 
         for name, key, doc in (
@@ -247,3 +315,4 @@ class SupportIndex(ContributionIndex):
                     fam.add_metric(list(labels) + [window_label(w)], views[k][w].get(labels, 0))
             fams.append(fam)
         return fams
+

@@ -6,17 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
+from stream_app.engine.fields import field as _field
 
 from .config import BASE_LABELS, Contribution, RESOLVED, SupportConfig, WAITING
 
 
 # --------------------------------------------------------------------------- state
-
-
-def _field(data: Any, name: str, default: Any = None) -> Any:
-    """Read a field from a pydantic model, a dict or any object; unwrap enums to their value."""
-    v = data.get(name, default) if isinstance(data, Mapping) else getattr(data, name, default)
-    return getattr(v, "value", v) if v is not None and not isinstance(v, (str, bool, int, float)) else v
 
 
 def _num(v: Any) -> float | None:

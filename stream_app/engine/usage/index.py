@@ -1,14 +1,18 @@
-"""The usage aggregates derived from user states, and their exposition."""
+"""The usage aggregates derived from user states, and their exposition.
+
+Sessions without a logout are judged at the read time (open, or over once idle longer than the
+timeout) incrementally as that time moves on (:class:`stream_app.engine.clocks.Clocks`).
+"""
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeHistogramMetricFamily,
     GaugeMetricFamily,
     Metric,
 )
+from stream_app.engine.clocks import Clocks, after
 from stream_app.engine.index import ContributionIndex
 from stream_app.engine.windows import RollingCounter, RollingHistogram, window_label
 
@@ -38,6 +42,41 @@ _COUNTERS = {
 _UNLABELLED = ("active", "known", "signed_up", "adopted", "feature_pairs")  # always published, zeros too
 
 
+class _SessionClocks(Clocks):
+    """Sessions without a logout ``((client,), (first, last))``: open (stage 0) until
+    ``now > last + idle timeout``, then over (stage 1), observed at ``last`` with duration
+    ``last - first``."""
+
+    __slots__ = ("idle", "open", "ended")
+
+    def __init__(self, idle: float, edges: tuple[float, ...], windows: tuple[int, ...], g: int) -> None:
+        super().__init__()
+        self.idle = idle
+        self.open: dict[tuple, int] = {}
+        self.ended = RollingHistogram(edges, windows, g)
+
+    def stages(self, key) -> tuple[float, ...]:
+        return (after(key[1][1] + self.idle),)
+
+    def effect(self, key, stage: int, n: int) -> None:
+        labels = key[0]
+        if stage == 0:
+            v = self.open.get(labels, 0) + n
+            if v:
+                self.open[labels] = v
+            else:
+                self.open.pop(labels, None)
+            return
+        first, last = key[1]
+        sign = 1 if n > 0 else -1
+        for _ in range(abs(n)):
+            self.ended.observe(labels, last, last - first, sign)
+
+    def reset_effects(self) -> None:
+        self.open = {}
+        self.ended.reset()
+
+
 class UsageIndex(ContributionIndex):
     """Usage aggregates derived from user states. Not thread-safe (use the event loop)."""
 
@@ -56,13 +95,14 @@ class UsageIndex(ContributionIndex):
         }
         self._counters = {k: RollingCounter(w, g) for k, w in windows.items()}
         self._duration = RollingHistogram(cfg.session_edges, cfg.session_windows, g)
+        # sessions not known to be over: (labels, (first, last)) -> sessions
+        self._clocks = _SessionClocks(cfg.idle_timeout_seconds, cfg.session_edges, cfg.session_windows, g)
         # each store evicts on its own horizon (its longest window + grace): the family cutoff
         # follows the 90 d known-users window, session buckets need only 7 d
         self._offsets = [
             (s, cfg.horizon - (max(s.windows) + cfg.grace_seconds))
-            for s in (*self._counters.values(), self._duration)
+            for s in (*self._counters.values(), self._duration, self._clocks.ended)
         ]
-        self._clocks: dict[tuple, int] = {}  # (labels, (first, last)) -> sessions not known to be over
         self._seen_open: set[tuple] = set()
         self._tracked = 0
         self.dropped = 0
@@ -80,12 +120,7 @@ class UsageIndex(ContributionIndex):
                 ok = self._duration.observe(labels, ts, value, sign)
             return 0 if ok or k < 0 else k
         if name == "session_clock":
-            key = (labels, value)
-            n = self._clocks.get(key, 0) + k
-            if n:
-                self._clocks[key] = n
-            else:
-                self._clocks.pop(key, None)
+            self._clocks.add((labels, value), k)
             self._seen_open.add(labels)
             return 0
         if name == "tracked":
@@ -96,15 +131,19 @@ class UsageIndex(ContributionIndex):
     def _contributions(self, state: UserState) -> list[Contribution]:
         return contributions(state, self.cfg)
 
-    def evict(self, cutoff_ts: float | None) -> int:
+    def _evict(self, cutoff_ts: float) -> int:
         """Drop window buckets given the family cutoff (``WatermarkTracker.cutoff()`` with
         ``cfg.horizon``); stores with shorter windows drop proportionally more recent buckets."""
-        if cutoff_ts is None:
-            return 0
         return sum(store.evict(cutoff_ts + off) for store, off in self._offsets)
 
     # -- exposition -------------------------------------------------------
-    def collect(self, now: float) -> list[Metric]:
+    def _running_clocks(self) -> list:
+        return [self._clocks]
+
+    def _valid_until(self, now: float) -> float:
+        return min(self._duration.next_edge(now), self._clocks.next_change())
+
+    def _collect(self, now: float) -> list[Metric]:
         """Prometheus metric families read at wall-clock ``now`` (epoch seconds)."""
         cfg = self.cfg
         out: list[Metric] = []
@@ -120,40 +159,24 @@ class UsageIndex(ContributionIndex):
 
         # sessions without a logout: over once idle longer than the timeout at now, then observed
         # at their last event; otherwise open now
+        clocks = self._clocks
+        clocks.advance(now)
         h = self._duration
-        g = cfg.bucket_seconds
-        p = int(now // g)
-        nb = {w: w // g for w in cfg.session_windows}
-        oldest = p - max(nb.values())
-        views = {w: {lab: list(cell) for lab, cell in v.items()} for w, v in h.windows_at(now).items()}
-        open_now: dict[tuple, int] = {}
-        idle = cfg.idle_timeout_seconds
-        for (labels, (first, last)), n in self._clocks.items():
-            if now - last > idle:
-                b = int(last // g)
-                if b <= oldest:
-                    continue
-                dur = last - first
-                slot = bisect_left(h.edges, dur)
-                for w, k in nb.items():
-                    if b > p - k:
-                        cell = views[w].get(labels)
-                        if cell is None:
-                            cell = views[w][labels] = [0] * (len(h.edges) + 1) + [0.0, 0]
-                        cell[slot] += n
-                        cell[-2] += n * dur
-                        cell[-1] += n
-            else:
-                open_now[labels] = open_now.get(labels, 0) + n
+        done = h.windows_at(now)
+        idle = clocks.ended.windows_at(now)
+        ws = cfg.session_windows
         fam = GaugeHistogramMetricFamily(
             PREFIX + "session_duration_seconds",
             "Duration (last event - first event) of sessions that ended in the window, by end time; a "
             "session ends at a logout or once idle longer than the timeout.",
             labels=("client", "window"),
         )
-        for labels in sorted(views[max(cfg.session_windows)]):
-            for w in cfg.session_windows:
-                buckets, s, _ = h.cumulative(views[w].get(labels))
+        wmax = max(ws)
+        for labels in sorted(done[wmax].keys() | idle[wmax].keys()):
+            for w in ws:
+                a, b = done[w].get(labels), idle[w].get(labels)
+                cell = a if b is None else b if a is None else [x + y for x, y in zip(a, b)]
+                buckets, s, _ = h.cumulative(cell)
                 fam.add_metric(list(labels) + [window_label(w)], buckets, s)
         out.append(fam)
         fam = GaugeMetricFamily(
@@ -162,7 +185,7 @@ class UsageIndex(ContributionIndex):
             labels=("client",),
         )
         for labels in sorted(self._seen_open):
-            fam.add_metric(list(labels), open_now.get(labels, 0))
+            fam.add_metric(list(labels), clocks.open.get(labels, 0))
         out.append(fam)
 
         out.append(GaugeMetricFamily(PREFIX + "users_tracked", "User states held by this worker.",

@@ -9,6 +9,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from stream_app.engine.fields import field as _field
 
 from .config import (
     ACTIVITY_TYPES,
@@ -28,11 +29,6 @@ from .config import (
 
 
 # --------------------------------------------------------------------------- state
-
-
-def _field(data: Any, name: str, default: Any = None) -> Any:
-    v = data.get(name, default) if isinstance(data, Mapping) else getattr(data, name, default)
-    return getattr(v, "value", v) if v is not None and not isinstance(v, (str, bool, int, float)) else v
 
 
 def short_hash(s: str) -> str:

@@ -23,14 +23,16 @@ from collections.abc import Callable, Iterable, Iterator
 from .faults import INVALID_KINDS, Faults, apply_faults
 from .message import FAMILIES, SOURCES, SUBJECT_FIELDS, GeneratedEvent, rfc3339
 from .simulation import Simulation
-from .world import FEATURES, PLANS, PRICES, TEAMS, Profile
+from .world import DEMO_RATE, FEATURES, PLANS, PRICES, SAAS_USERS_PER_RATE, TEAMS, Profile
 
 __all__ = [
+    "DEMO_RATE",
     "FAMILIES",
     "FEATURES",
     "INVALID_KINDS",
     "PLANS",
     "PRICES",
+    "SAAS_USERS_PER_RATE",
     "SOURCES",
     "SUBJECT_FIELDS",
     "TEAMS",

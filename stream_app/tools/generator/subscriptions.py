@@ -3,9 +3,10 @@ churned accounts, and each subscription's periods (plan changes, renewals, dunni
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
-from .activity import session, signup
+from .activity import first_session, signup
 from .message import rfc3339
 from .world import DRAW_CURRENCIES, DRAW_CURRENCIES_CW, DRAW_PLANS_CW, PLANS, PRICES, Account, Proc, wchoice
 
@@ -20,7 +21,7 @@ def new_account(sim: Simulation, t: float) -> Proc:
     yield t, "activity.signed_up", {"user_id": uid, "account_id": acc.id}
     sim.accounts.append(acc)
     sim.add_user(acc, uid)
-    sim.spawn(session(sim, t + r.uniform(5.0, 120.0), (uid, acc)))
+    sim.spawn(first_session(sim, t + r.uniform(5.0, 120.0), (uid, acc)))
     plan = wchoice(r, PLANS[:3], DRAW_PLANS_CW[:3])
     if r.random() < 0.25:  # sales-led: pays right away
         yield from _paying(sim, acc, t + r.uniform(60.0, 600.0), plan)
@@ -58,7 +59,18 @@ def purchase(sim: Simulation, t: float) -> Proc:
     yield from _paying(sim, acc, t, plan)
 
 
-def _paying(sim: Simulation, acc: Account, t: float, plan: str) -> Proc:
+def existing_subscription(sim: Simulation, acc: Account, start: float) -> Proc:
+    """A warm start's paying account: subscribed months before ``start``; only its last weeks
+    (renewals, plan changes, churn) are in the log, besides the start of its subscription."""
+    r = sim.rng
+    plan = "enterprise" if acc.enterprise and r.random() < 0.5 else wchoice(r, PLANS[:3], DRAW_PLANS_CW[:3])
+    since = start - r.uniform(1.2, 18.0) * sim.profile.month_seconds
+    yield from _paying(sim, acc, since, plan, quiet_until=start - 35 * 86400.0)
+
+
+def _paying(sim: Simulation, acc: Account, t: float, plan: str, quiet_until: float = -math.inf) -> Proc:
+    """A subscription from its start; billing periods that end before ``quiet_until`` pass
+    without events (a warm start's long-running subscriptions)."""
     r = sim.rng
     sub = sim.new_id("sub")
     currency = wchoice(r, DRAW_CURRENCIES, DRAW_CURRENCIES_CW)
@@ -76,6 +88,9 @@ def _paying(sim: Simulation, acc: Account, t: float, plan: str) -> Proc:
     period_start = t
     while True:
         period_end = period_start + period
+        if period_end <= quiet_until:
+            period_start = period_end
+            continue
         if r.random() < 0.12:
             idx = PLANS.index(plan)
             up = r.random() < 0.65

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 def ticket(sim: Simulation, t: float) -> Proc:
     r = sim.rng
-    requester, acc = sim.pick_user()
+    requester, acc = sim.pick_active_user()
     tid = sim.new_id("tkt")
     channel = wchoice(r, DRAW_CHANNELS, DRAW_CHANNELS_CW)
     priority = wchoice(r, PRIORITIES, DRAW_PRIORITIES_CW)
@@ -46,9 +46,9 @@ def ticket(sim: Simulation, t: float) -> Proc:
     if channel in ("chat", "web") and r.random() < 0.5:
         t += r.uniform(1.0, 20.0)
         yield t, "ticket.replied", _reply(tid, "bot", None, public=True)
-    if r.random() < 0.03:
+    if r.random() < sim.profile.never_picked_up:
         return  # never picked up during this log: stays in the backlog as new
-    first_reply = created + sim.delay(FIRST_REPLY_MEDIAN[priority])
+    first_reply = created + sim.delay(FIRST_REPLY_MEDIAN[priority], sim.profile.first_reply_sigma)
     t = max(t + 1.0, created + (first_reply - created) * r.uniform(0.05, 0.6))
     agent = r.choice(sim.agents[team])
     yield t, "ticket.assigned", {"ticket_id": tid, "team": team, "agent_id": agent}
@@ -94,7 +94,10 @@ def ticket(sim: Simulation, t: float) -> Proc:
             return
         if u < p_solve + 0.05:
             yield t, "ticket.status_changed", _status(tid, "on_hold", status)
-            t += sim.delay(3 * 3600.0)
+            if sim.profile.escalated and r.random() < sim.profile.escalated:
+                t += min(5 * 86400.0, sim.delay(86400.0))  # waits on engineering: a day, at most five
+            else:
+                t += sim.delay(3 * 3600.0)  # waits on a colleague
             yield t, "ticket.status_changed", _status(tid, "open", "on_hold")
             status = "open"
             t += r.uniform(60.0, 900.0)
@@ -102,8 +105,15 @@ def ticket(sim: Simulation, t: float) -> Proc:
         # waiting on the customer
         yield t, "ticket.status_changed", _status(tid, "pending", status)
         status = "pending"
-        if r.random() < 0.05:
-            return  # customer never answers: stays pending
+        if r.random() < 0.05:  # the customer never answers
+            if not sim.profile.pending_auto_solve_seconds:
+                return  # stays pending
+            # Helpdesks solve a pending ticket after days without an answer.
+            t += sim.profile.pending_auto_solve_seconds * r.uniform(1.0, 1.1)
+            yield t, "ticket.solved", {"ticket_id": tid, "agent_id": agent, "time_spent_seconds": round(agent_time, 1)}
+            t += sim.profile.close_after_seconds * r.uniform(1.0, 1.2)
+            yield t, "ticket.closed", {"ticket_id": tid}
+            return
         t += sim.delay(2700.0, 1.0)
         yield t, "ticket.replied", _reply(tid, "customer", requester, public=True)
         t += r.uniform(0.2, 2.0)

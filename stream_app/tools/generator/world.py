@@ -35,14 +35,22 @@ PRICES: dict[str, dict[str, int]] = {
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """Timing and mix knobs. Defaults are realistic; ``Profile.fast()`` compresses slow lifecycles."""
+    """Timing, mix and world knobs.
+
+    ``Profile()`` is the dense world the tests and benchmarks use: a fixed 150 accounts and every
+    family busy within minutes (a third of the lifecycles are tickets). ``Profile.saas()`` is the
+    believable one the demo and ``stream-app generate`` use: a world sized from the rate, users
+    who come back daily, weekly or monthly, a few tickets per hundred active users a day, and a
+    warm start with the recent past already in place. ``Profile.fast()`` compresses time.
+    """
 
     initial_accounts: int = 150  # accounts (with users) that exist before the log starts
     pace: float = 1.0  # multiplies human delays in tickets and surveys (0.1 = ten times faster)
     trial_seconds: float = 14 * 86400.0
     month_seconds: float = 30 * 86400.0  # billing month; a year is 12 of them
     close_after_seconds: float = 3 * 86400.0  # solved -> closed when not reopened
-    # weights of lifecycles started when traffic is below the target rate
+    # Dense world: weights of the lifecycles started when traffic is below the target rate.
+    # Sized world (users_per_rate > 0): lifecycles started per user per day.
     mix: tuple[tuple[str, float], ...] = (
         ("session", 0.36),
         ("ticket", 0.34),
@@ -52,6 +60,25 @@ class Profile:
         ("new_account", 0.045),
         ("purchase", 0.035),
     )
+    # --- the sized world (Profile.saas()); the defaults keep the dense world unchanged -------
+    # > 0: rate x users_per_rate users, lifecycles start as Poisson processes at their ``mix``
+    # rate per user per day (the event rate follows from the world, about ``rate``).
+    users_per_rate: float = 0.0
+    # (share of users, relative session frequency): who comes back daily, weekly, monthly.
+    # Sessions, API calls and tickets pick their user by it; () picks uniformly.
+    activity_classes: tuple[tuple[float, float], ...] = ()
+    # Warm start: the log begins with the recent past (each user's last activity within 30
+    # days, tickets still under way, subscriptions, trials and surveys) as backdated events.
+    history_seconds: float = 0.0
+    ticket_history_seconds: float = 6 * 86400.0  # how far back the warm start opens tickets (covers auto-solve)
+    session_median_seconds: float = 600.0  # session length, log-normal, at most 4 h
+    heartbeat_seconds: tuple[float, float] = (60.0, 300.0)  # a session's heartbeat interval range
+    feature_mean_seconds: tuple[float, float] = (60.0, 600.0)  # mean time between feature uses
+    never_picked_up: float = 0.03  # share of tickets no agent ever answers
+    first_reply_sigma: float = 0.8  # spread of first-reply delays around the priority's median
+    escalated: float = 0.0  # share of on-hold waits that are escalations of about a day
+    pending_auto_solve_seconds: float = 0.0  # > 0: unanswered pending tickets are solved after this
+    tickets_per_agent_day: float = 0.0  # > 0: agents per team sized from the ticket volume
 
     @classmethod
     def fast(cls) -> Profile:
@@ -59,12 +86,49 @@ class Profile:
         return cls(pace=0.1, trial_seconds=600.0, month_seconds=1200.0, close_after_seconds=900.0)
 
     @classmethod
+    def saas(cls) -> Profile:
+        """A B2B SaaS company of the size the rate implies (docs/generator.md, "The SaaS world")."""
+        return cls(
+            users_per_rate=SAAS_USERS_PER_RATE,
+            mix=(
+                ("session", 0.5),  # sessions per user per day (the classes spread them)
+                ("api_call", 0.25),
+                ("ticket", 0.016),  # about 5 per hundred daily active users
+                ("nps", 0.0006),
+                ("signup", 0.0015),  # a new teammate in an existing account
+                ("new_account", 0.0002),
+                ("purchase", 0.0001),
+            ),
+            activity_classes=((0.15, 5.0), (0.35, 0.6), (0.50, 0.08)),
+            history_seconds=30 * 86400.0,
+            session_median_seconds=1200.0,
+            heartbeat_seconds=(15.0, 30.0),
+            feature_mean_seconds=(5.0, 20.0),
+            never_picked_up=0.0,
+            first_reply_sigma=1.1,
+            escalated=0.6,
+            pending_auto_solve_seconds=2 * 86400.0,
+            tickets_per_agent_day=25.0,
+        )
+
+    @classmethod
     def named(cls, name: str) -> Profile:
-        if name == "realistic":
+        """By command-line name: saas, dense (``realistic`` is its old name) or fast."""
+        if name == "saas":
+            return cls.saas()
+        if name in ("dense", "realistic"):
             return cls()
         if name == "fast":
             return cls.fast()
-        raise ValueError(f"unknown profile {name!r} (realistic|fast)")
+        raise ValueError(f"unknown profile {name!r} (saas|dense|fast)")
+
+
+#: Events per second of the demo's SaaS world unless told otherwise (`stream-app demo --rate`).
+DEMO_RATE = 10.0
+
+#: Users in the SaaS world per event/s of rate: what makes its users produce about ``rate`` events/s
+#: (measured on the generator's own output; tests/unit/tools/test_generator_world.py checks it).
+SAAS_USERS_PER_RATE = 650.0
 
 
 def wchoice(rng: random.Random, items: tuple[Any, ...], cum: list[float]) -> Any:

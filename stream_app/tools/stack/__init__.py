@@ -36,7 +36,7 @@ from .kafka_cluster import KafkaCluster, kafka_cluster_properties
 from .local import LocalStack
 from .redis_cluster import LocalRedisCluster, RedisClusterNode, parse_cluster_nodes
 from .redis_server import RedisServer, redis_config, redis_security_lines
-from .service import Service, free_ports
+from .service import Service, die_with_parent, free_ports, pick_port, port_is_free
 from .tls import TlsFiles, self_signed_tls
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "StackError",
     "TlsFiles",
     "cache_dir",
+    "die_with_parent",
     "ensure_debian_packages",
     "ensure_kafka_jars",
     "free_ports",
@@ -64,6 +65,8 @@ __all__ = [
     "log_excerpt",
     "main_stack",
     "parse_cluster_nodes",
+    "pick_port",
+    "port_is_free",
     "redis_config",
     "redis_security_lines",
     "self_signed_tls",

@@ -33,12 +33,29 @@ def free_ports(n: int = 1) -> list[int]:
             s.close()
 
 
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``port`` now. SO_REUSEADDR as servers set it: a port whose
+    last connections are in TIME_WAIT (a server that just stopped) counts as free."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def pick_port(preferred: int) -> int:
+    """``preferred`` when free, else any free loopback port."""
+    return preferred if port_is_free(preferred) else free_ports(1)[0]
+
+
 # Started services not yet stopped: stopped at exit so no child outlives us.
 _live: set[Service] = set()
 _live_lock = threading.Lock()
 
 
-def _preexec_die_with_parent(parent_pid: int):
+def die_with_parent(parent_pid: int):
     """Child setup: SIGTERM when the parent dies, so a killed test run leaves no JVM behind.
 
     Linux delivers PR_SET_PDEATHSIG when the *thread* that forked exits, so it is only
@@ -113,7 +130,7 @@ class Service:
                 stderr=subprocess.STDOUT,
                 # Own process group: Ctrl-C in a terminal reaches us, and we stop children in order.
                 start_new_session=True,
-                preexec_fn=_preexec_die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent(os.getpid()),
             )
         with _live_lock:
             _live.add(self)

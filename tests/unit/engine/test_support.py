@@ -64,6 +64,11 @@ def engine(cfg):
 
 P = "stream_app_support_"
 
+
+def tp(who: dict) -> dict:
+    """The labels of a ticket's non-volume series: team and priority (the channel is summed away)."""
+    return {k: v for k, v in who.items() if k != "channel"}
+
 # ----------------------------------------------------------------------------- hand-worked
 
 
@@ -120,22 +125,22 @@ def test_hand_worked_metrics():
     assert s[(P + "tickets_solved", lab(**B, window="24h"))] == 2
     assert s[(P + "reopens", lab(**B, window="24h"))] == 1
     # FCR: A had 2 agent public replies before its solve, B was reopened -> 0 of 2
-    assert s[(P + "first_solved_tickets", lab(**A, window="24h"))] == 1
-    assert s[(P + "first_solved_tickets", lab(**B, window="24h"))] == 1
+    assert s[(P + "first_solved_tickets", lab(**tp(A), window="24h"))] == 1
+    assert s[(P + "first_solved_tickets", lab(**tp(B), window="24h"))] == 1
     assert not any(k[0] == P + "first_contact_resolved_tickets" for k in s)
 
     def hist(metric, who, window="24h"):
         return (
-            s.get((P + metric + "_gcount", lab(**who, window=window)), 0),
-            s.get((P + metric + "_gsum", lab(**who, window=window)), 0),
+            s.get((P + metric + "_gcount", lab(**tp(who), window=window)), 0),
+            s.get((P + metric + "_gsum", lab(**tp(who), window=window)), 0),
         )
 
     # first response: A 08:00 -> 09:30 = 5400 s (bot and internal note ignored); B 300 s
     assert hist("first_response_seconds", A) == (1, 5400)
     assert hist("first_response_seconds", B) == (1, 300)
     # le=3600 (A's SLA target is a bucket edge) holds B only... per labelset: A is above 3600
-    assert s.get((P + "first_response_seconds_bucket", lab(**A, window="24h", le="3600.0")), 0) == 0
-    assert s[(P + "first_response_seconds_bucket", lab(**A, window="24h", le="7200.0"))] == 1
+    assert s.get((P + "first_response_seconds_bucket", lab(**tp(A), window="24h", le="3600.0")), 0) == 0
+    assert s[(P + "first_response_seconds_bucket", lab(**tp(A), window="24h", le="7200.0"))] == 1
     # business hours (t1 only: 09:00-17:00): 08:00 -> 09:30 counts 09:00-09:30 = 1800
     assert hist("first_response_business_seconds", A) == (1, 1800)
     assert hist("first_response_business_seconds", B) == (0, 0)
@@ -154,21 +159,21 @@ def test_hand_worked_metrics():
     assert hist("handle_time_seconds", A) == (1, 1020)
     assert hist("handle_time_seconds", B) == (0, 0)
     # SLA. A first reply took 5400 > 3600: one breach, counted at T0+3600 (24h only).
-    assert s[(P + "sla_breaches", lab(**A, target="first_reply", window="24h"))] == 1
-    assert (P + "sla_breaches", lab(**A, target="first_reply", window="1h")) not in s
+    assert s[(P + "sla_breaches", lab(**tp(A), target="first_reply", window="24h"))] == 1
+    assert (P + "sla_breaches", lab(**tp(A), target="first_reply", window="1h")) not in s
     # C unanswered for 15000 s > 14400: breached now, breach counted at T0+15000 (in the 1h window)
-    assert s[(P + "sla_breaches", lab(**C, target="first_reply", window="1h"))] == 1
-    assert s[(P + "sla_breached_tickets", lab(**C, target="first_reply"))] == 1
+    assert s[(P + "sla_breaches", lab(**tp(C), target="first_reply", window="1h"))] == 1
+    assert s[(P + "sla_breached_tickets", lab(**tp(C), target="first_reply"))] == 1
     # D unanswered for 1500 s: 1500 >= 0.8 * 1800 = 1440 and <= 1800 -> at risk
-    assert s[(P + "sla_at_risk_tickets", lab(**D, target="first_reply"))] == 1
-    assert (P + "sla_at_risk_tickets", lab(**D, target="resolution")) not in s  # 1500 < 0.8*14400
-    assert (P + "sla_breaches", lab(**B, target="first_reply", window="24h")) not in s
+    assert s[(P + "sla_at_risk_tickets", lab(**tp(D), target="first_reply"))] == 1
+    assert (P + "sla_at_risk_tickets", lab(**tp(D), target="resolution")) not in s  # 1500 < 0.8*14400
+    assert (P + "sla_breaches", lab(**tp(B), target="first_reply", window="24h")) not in s
     # backlog and oldest unsolved
-    assert s[(P + "backlog_tickets", lab(**C, status="open"))] == 1
-    assert s[(P + "backlog_tickets", lab(**D, status="new"))] == 1
+    assert s[(P + "backlog_tickets", lab(**tp(C), status="open"))] == 1
+    assert s[(P + "backlog_tickets", lab(**tp(D), status="new"))] == 1
     assert sum(v for k, v in s.items() if k[0] == P + "backlog_tickets") == 2
-    assert s[(P + "oldest_unsolved_ticket_created_timestamp_seconds", lab(**C))] == T0 + 600
-    assert s[(P + "oldest_unsolved_ticket_created_timestamp_seconds", lab(**D))] == T0 + 14100
+    assert s[(P + "oldest_unsolved_ticket_created_timestamp_seconds", lab(**tp(C)))] == T0 + 600
+    assert s[(P + "oldest_unsolved_ticket_created_timestamp_seconds", lab(**tp(D)))] == T0 + 14100
     assert s[(P + "tickets_tracked", lab())] == 5
     assert s[(P + "incomplete_tickets", lab())] == 1
 
@@ -177,27 +182,27 @@ def test_sla_clock_moves_with_the_wall_clock():
     cfg = make_cfg()
     idx = engine(cfg).feed([created("x", T0, "X", priority="urgent")]).index  # first reply target 1800
     D = dict(team="t1", channel="email", priority="urgent")
-    assert (P + "sla_at_risk_tickets", lab(**D, target="first_reply")) not in samples(idx, T0 + 1439)
-    assert samples(idx, T0 + 1440)[(P + "sla_at_risk_tickets", lab(**D, target="first_reply"))] == 1
+    assert (P + "sla_at_risk_tickets", lab(**tp(D), target="first_reply")) not in samples(idx, T0 + 1439)
+    assert samples(idx, T0 + 1440)[(P + "sla_at_risk_tickets", lab(**tp(D), target="first_reply"))] == 1
     s = samples(idx, T0 + 1800)  # elapsed == target: not exceeded yet, still at risk
-    assert s[(P + "sla_at_risk_tickets", lab(**D, target="first_reply"))] == 1
-    assert (P + "sla_breached_tickets", lab(**D, target="first_reply")) not in s
+    assert s[(P + "sla_at_risk_tickets", lab(**tp(D), target="first_reply"))] == 1
+    assert (P + "sla_breached_tickets", lab(**tp(D), target="first_reply")) not in s
     s = samples(idx, T0 + 1801)
-    assert s[(P + "sla_breached_tickets", lab(**D, target="first_reply"))] == 1
-    assert s[(P + "sla_breaches", lab(**D, target="first_reply", window="1h"))] == 1
+    assert s[(P + "sla_breached_tickets", lab(**tp(D), target="first_reply"))] == 1
+    assert s[(P + "sla_breaches", lab(**tp(D), target="first_reply", window="1h"))] == 1
     # window edges for a running clock's breach (deadline T0+1800, bucket-aligned): the 1h window
     # read at now holds buckets starting in [bucket(now) - 3540, bucket(now)]
-    key = (P + "sla_breaches", lab(**D, target="first_reply", window="1h"))
+    key = (P + "sla_breaches", lab(**tp(D), target="first_reply", window="1h"))
     assert samples(idx, T0 + 1800 + 3599)[key] == 1  # deadline bucket is the oldest of the window
     assert key not in samples(idx, T0 + 1800 + 3600)  # ...and now it has left
-    assert samples(idx, T0 + 1800 + 3600)[key[:1] + (lab(**D, target="first_reply", window="24h"),)] == 1
+    assert samples(idx, T0 + 1800 + 3600)[key[:1] + (lab(**tp(D), target="first_reply", window="24h"),)] == 1
     # the reply comes late: the running clock stops, the breach stays (counted at T0+1800)
     e = engine(cfg).feed([created("x", T0, "X", priority="urgent"), reply("y", T0 + 2000, "X")])
     s = samples(e.index, T0 + 2100)
-    assert s[(P + "sla_breaches", lab(**D, target="first_reply", window="1h"))] == 1
-    assert (P + "sla_breached_tickets", lab(**D, target="first_reply")) not in s
+    assert s[(P + "sla_breaches", lab(**tp(D), target="first_reply", window="1h"))] == 1
+    assert (P + "sla_breached_tickets", lab(**tp(D), target="first_reply")) not in s
     # at 24h + 1 bucket later the breach has left both windows
-    assert (P + "sla_breaches", lab(**D, target="first_reply", window="24h")) not in samples(e.index, T0 + 1800 + 86400)
+    assert (P + "sla_breaches", lab(**tp(D), target="first_reply", window="24h")) not in samples(e.index, T0 + 1800 + 86400)
 
 
 def test_backlog_series_reads_zero_once_emptied():
@@ -217,7 +222,7 @@ def test_reply_before_created_resolves_when_created_arrives():
     reversed_ = engine(cfg).feed(list(reversed(evs)))
     assert in_order.stored() == reversed_.stored()
     assert samples(in_order.index, T0 + 600) == samples(reversed_.index, T0 + 600)
-    key = (P + "first_response_seconds_gsum", lab(team="t1", channel="email", priority="normal", window="1h"))
+    key = (P + "first_response_seconds_gsum", lab(team="t1", priority="normal", window="1h"))
     assert samples(reversed_.index, T0 + 600)[key] == 300
 
 
@@ -270,12 +275,12 @@ def test_too_late_event_is_counted_and_its_state_still_updated():
     assert (P + "tickets_created", lab(**OLD, window="24h")) not in s
     assert s[(P + "window_dropped_contributions_total", lab())] == 1
     # the state is exact: the old ticket is in the backlog and is the oldest unsolved one
-    assert s[(P + "backlog_tickets", lab(**OLD, status="new"))] == 1
-    assert s[(P + "oldest_unsolved_ticket_created_timestamp_seconds", lab(**OLD))] == T0 + 4 * H
+    assert s[(P + "backlog_tickets", lab(**tp(OLD), status="new"))] == 1
+    assert s[(P + "oldest_unsolved_ticket_created_timestamp_seconds", lab(**tp(OLD)))] == T0 + 4 * H
     # solving it later retracts the backlog; its refused window contributions stay refused
     e.feed([solved("old-s", T0 + 30 * H + 60, "OLD")])
     s = samples(e.index, T0 + 30 * H + 120)
-    assert (P + "backlog_tickets", lab(**OLD, status="new")) not in s
+    assert (P + "backlog_tickets", lab(**tp(OLD), status="new")) not in s
     assert s[(P + "tickets_solved", lab(**OLD, window="5m"))] == 1
     assert e.index.dropped == 1
 
@@ -310,7 +315,7 @@ def test_exposition_renders():
     cfg = make_cfg()
     idx = engine(cfg).feed(scenario()).index
     text = exposition(idx, NOW)
-    assert 'stream_app_support_first_response_seconds_bucket{channel="email",le="3600.0",priority="high",team="t1",window="24h"} 0.0' in text
+    assert 'stream_app_support_first_response_seconds_bucket{le="3600.0",priority="high",team="t1",window="24h"} 0.0' in text
     assert "stream_app_support_window_dropped_contributions_total 0.0" in text
 
 
@@ -462,7 +467,7 @@ def test_real_decoded_events_drive_the_engine():
     cfg = make_cfg()
     e = engine(cfg).feed([events.decode_event(r, now=T0 + 86400) for r in raw])
     s = samples(e.index, T0 + 2 * H)
-    who = dict(team="t1", channel="chat", priority="high", window="1h")
+    who = dict(team="t1", priority="high", window="1h")
     assert s[(P + "first_response_seconds_gsum", lab(**who))] == 1200  # 09:00 -> 09:20
     assert s[(P + "first_response_business_seconds_gsum", lab(**who))] == 1200  # all within 09-17
     assert s[(P + "first_contact_resolved_tickets", lab(**who))] == 1

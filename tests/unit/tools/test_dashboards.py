@@ -37,6 +37,7 @@ from tests.support.dashboards import (
     variables_in,
 )
 from tests.support.engine import EngineRunner
+from tests.support.paths import ROOT
 
 
 def _sample_names(family) -> set[str]:
@@ -77,7 +78,7 @@ def exposed() -> dict[str, dict[str, set[str]]]:
             worker.pipeline.invalid.labels(topic, rejected.reason).inc()
             worker.pipeline.deadlettered.labels(topic, rejected.reason).inc()
             continue
-        worker.pipeline.observe_valid(topic, event.type, event.ts, now)
+        worker.pipeline.observe_valid_batch(topic, {event.type: 1}, event.ts, [max(0.0, now - event.ts)])
         # The engine step of the event's family (states in a dict instead of the Faust table),
         # its signals applied by the health stage as the health agent would.
         run = engines[raw.family]
@@ -239,6 +240,50 @@ def test_template_variables_query_existing_labels_and_are_used():
             else:
                 default = v["current"]["value"]
                 assert default in series[metric][label], f"{name}: default {v['name']}={default} never exposed"
+
+
+DOCS = ROOT / "docs" / "metrics.md"
+TABLE_ROW_RE = re.compile(r"^\| [^|]+ \| `(\w+)` \| (gauge histogram|gauge|counter) \| ([^|]+) \|")
+
+
+def documented_labels() -> dict[str, set[str]]:
+    """Sample name -> label names (without `le`), from the metric tables of docs/metrics.md
+    ("All names start with `prefix`", abbreviations such as "`T` = `team, priority`")."""
+    out: dict[str, set[str]] = {}
+    prefix, abbrev = None, {}
+    for line in DOCS.read_text().splitlines():
+        m = re.search(r"All names start with `(stream_app_\w+_)`", line)
+        if m:
+            prefix, abbrev = m.group(1), {}
+        for short, names in re.findall(r"`([A-Z])` = `([a-z_, ]+)`", line):
+            abbrev[short] = {n.strip() for n in names.split(",")}
+        m = TABLE_ROW_RE.match(line)
+        if m and prefix:
+            name, kind, column = m.groups()
+            labels: set[str] = set()
+            for part in (p.strip() for p in column.split(",")):
+                if part != "-":
+                    labels |= abbrev.get(part, {part})
+            samples = [name + s for s in ("_bucket", "_gsum", "_gcount")] if kind == "gauge histogram" else [name]
+            for sample in samples:
+                out[prefix + sample] = labels
+    return out
+
+
+def test_documented_labels_are_the_exposed_labels():
+    """The series budget as docs/metrics.md writes it is what a worker exposes: a label added to
+    (or dropped from) a family without its table changing fails here."""
+    documented = documented_labels()
+    assert len(documented) > 60
+    series = exposed()
+    problems = []
+    for sample, labels in documented.items():
+        got = set(series.get(sample, {})) - {"le"}
+        if sample in series and series[sample] is not None and (got or not labels) and got != labels:
+            problems.append((sample, sorted(labels), sorted(got)))
+    assert not problems, problems
+    support = {s for s in documented if s.startswith("stream_app_support_")}
+    assert all("channel" not in documented[s] for s in support if "tickets_" not in s and "reopens" not in s)
 
 
 def test_filter_variables_cover_the_brief():

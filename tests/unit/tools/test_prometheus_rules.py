@@ -21,6 +21,7 @@ from tests.support.paths import ROOT
 
 TESTS_DIR = ROOT / "tests/promtool"
 RUNBOOK = ROOT / "docs/alerts.md"
+RUNBOOK_URL = "{{{{ with $externalLabels.runbook_base_url }}}}{{{{ . }}}}{{{{ else }}}}docs/alerts.md{{{{ end }}}}#{anchor}"
 RULE_FILES = rule_files()
 TEST_FILES = sorted(TESTS_DIR.glob("*.yml"))
 
@@ -74,8 +75,9 @@ def test_alerts_have_severity_annotations_and_runbook_section():
         assert rule["labels"]["severity"] in {"page", "ticket"}, name
         ann = rule["annotations"]
         assert {"summary", "description", "runbook_url"} <= set(ann), name
-        # GitHub anchors of "## StreamAppX" headings are the lowercased name
-        assert ann["runbook_url"] == f"docs/alerts.md#{name.lower()}", name
+        # GitHub anchors of "## StreamAppX" headings are the lowercased name; the base is the
+        # runbook_base_url external label when set (tests/unit/tools/test_runbook_urls.py)
+        assert ann["runbook_url"] == RUNBOOK_URL.format(anchor=name.lower()), name
         assert name in headings, f"docs/alerts.md has no '## {name}' section"
         assert "for" in rule, f"{name}: no `for:`, a single bad scrape would notify"
 

@@ -147,10 +147,10 @@ def test_render_shows_the_numbers():
     assert "backlog 9 " in frame
     assert "at risk 6 (first_reply 4, resolution 2)" in frame
     assert "breached now 3" in frame
-    assert "first response p90 1h 13m00s" in frame  # 780 s
+    assert "first response p90 over 1h: 13m00s" in frame  # 780 s
     assert re.search(r"DAU 50\s+MAU 120\s+DAU/MAU 41\.7%", frame)
     assert "MRR 1,100.00 EUR" in frame
-    assert "NPS -5.0 (n=20, 30d)" in frame
+    assert "NPS -5.0 (n=20 over 30d)" in frame
     assert re.search(r"healthy 6\s+neutral 2\s+at_risk 5", frame)
     row = next(line for line in frame.splitlines() if "cs.tickets" in line).split()
     assert row == ["cs.tickets", "5.0", "0.2", "1.0s", "23"]
