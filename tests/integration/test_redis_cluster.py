@@ -69,8 +69,8 @@ class _Proc:
 
 def test_checkpoints_go_on_through_a_master_killed_mid_stream(redis_cluster):
     """A worker applies and checkpoints every 50 ms while the master serving partition 0 is
-    killed: its replica is promoted, writes to that shard fail meanwhile and are retried, none of
-    the other partitions waits for more than that, and what Redis holds in the end (read by
+    killed: its replica is promoted, writes to that shard fail (or wait in the client's retries)
+    meanwhile and are retried, and what Redis holds in the end (read by
     another worker, as after a rebalance) is exactly the worker's memory."""
     prefix = _prefix()
     victim = redis_cluster.master_for(RedisKeys(prefix, "t", 0).meta)
@@ -114,7 +114,8 @@ def test_checkpoints_go_on_through_a_master_killed_mid_stream(redis_cluster):
                 assert now - t0 < 90, "checkpoints did not recover from the failover"
                 await asyncio.sleep(0.05)
             assert await cp.run() and not cp.pending()
-            outcome.update(failed=failed, recovered=healed_at - killed_at, offset=offset, longest=longest)
+            outcome.update(failed=failed, recovered=healed_at - killed_at, offset=offset, longest=longest,
+                           served_by=redis_cluster.master_for(RedisKeys(prefix, "t", 0).meta))  # fmt: skip
             reader = _backend(redis_cluster, prefix)
             try:
                 for p in range(PARTITIONS):
@@ -134,4 +135,6 @@ def test_checkpoints_go_on_through_a_master_killed_mid_stream(redis_cluster):
     print(f"\nmaster {victim.port} killed: {outcome['failed']} checkpoints failed (the longest took "
           f"{outcome['longest']:.1f}s), all written again {outcome['recovered']:.1f}s after the kill; "
           f"Redis equals memory at offset {outcome['offset']}")  # fmt: skip
-    assert outcome["failed"] > 0, "the kill was noticed"
+    # The checkpoints after the kill went to the promoted replica. (Whether any of them failed
+    # depends on timing: redis-py's cluster client retries with back-off and may outlast a failover.)
+    assert outcome["served_by"] is not victim, "a promoted replica served partition 0's slot"
