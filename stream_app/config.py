@@ -55,7 +55,12 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(
         4, ge=1, description="Partitions of every input topic and of the health signals topic."
     )
-    topic_replication: int = Field(1, ge=1, description="Replication factor for created topics.")
+    topic_replication: int = Field(
+        1,
+        ge=1,
+        description="Replication factor of the topics the app creates (input, dead-letter, health signals) "
+        "and of Faust's leader topic; production: 3 (docs/operations.md).",
+    )
     session_timeout_seconds: float = Field(
         10.0,
         ge=6,
@@ -103,6 +108,26 @@ class Settings(BaseSettings):
         gt=0,
         le=1,
         description="Longest an ingest agent waits to fill a batch: at most this much latency added per event.",
+    )
+
+    # --- Replication: Redis Cluster, replicated Kafka (docs/state-store.md, docs/operations.md) ---
+    redis_cluster: bool = Field(
+        False,
+        description="redis_url is a node of a Redis Cluster: the store uses redis-py's cluster client, "
+        "which finds the other nodes from it and follows failovers (every key of a partition's "
+        "checkpoint shares one hash slot). The cluster has a single database: use /0 or no path.",
+    )
+    redis_cluster_nodes: str = Field(
+        "",
+        description="More Redis Cluster nodes (host:port, comma separated) to discover the cluster from "
+        "when redis_url's node does not answer, e.g. at a start during a failover; credentials and TLS "
+        "as in redis_url.",
+    )
+    topic_min_insync_replicas: int = Field(
+        0,
+        ge=0,
+        description="min.insync.replicas of the topics the app creates (with producers' acks=all, a write "
+        "needs this many replicas); 0 = the broker's default. Production: 2 with topic_replication 3.",
     )
 
     # --- Metrics engine ----------------------------------------------------
