@@ -10,6 +10,13 @@ from dataclasses import dataclass
 from typing import Any
 
 
+async def partition_numbers(admin: Any, topics: Iterable[str]) -> dict[str, list[int]]:
+    """Topic -> its partition numbers as the broker describes them (missing topics left out)."""
+    described = await admin.describe_topics(list(topics))
+    return {d["topic"]: sorted(p["partition"] for p in d["partitions"]) for d in described
+            if d.get("error_code", 0) == 0 and d["partitions"]}  # fmt: skip
+
+
 @dataclass(frozen=True)
 class PartitionLag:
     topic: str
@@ -37,8 +44,8 @@ async def group_lag(bootstrap: str, group: str, topics: Iterable[str], **client_
     try:
         await consumer.start()
         try:
-            await consumer.topics()  # metadata: partition counts
-            tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
+            numbers = await partition_numbers(admin, topics)
+            tps = [TopicPartition(t, p) for t, ps in numbers.items() for p in ps]
             if not tps:
                 return []
             ends = await consumer.end_offsets(tps)

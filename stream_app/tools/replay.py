@@ -341,14 +341,22 @@ async def read_deadletters(bootstrap: str, topic: str, *, since: float | None = 
     record timestamp, when given). No consumer group: nothing is committed."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from ..kafka.lag import partition_numbers
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **client_kwargs)
+    await admin.start()
+    try:
+        numbers = (await partition_numbers(admin, [topic])).get(topic, [])
+    finally:
+        await admin.close()
+    if not numbers:
+        return []
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, **client_kwargs)
     await consumer.start()
     try:
-        await consumer.topics()  # metadata, so the partition count is known
-        numbers = consumer.partitions_for_topic(topic)
-        if not numbers:
-            return []
-        parts = [TopicPartition(topic, p) for p in sorted(numbers)]
+        parts = [TopicPartition(topic, p) for p in numbers]
         consumer.assign(parts)
         ends = await consumer.end_offsets(parts)
         starts = await consumer.beginning_offsets(parts)
