@@ -72,11 +72,14 @@ class Assignment:
     written back (nothing was applied to them).
     """
 
-    def __init__(self, processors: Sequence[Any], health: Any, backend: Backend, lock: asyncio.Lock) -> None:
+    def __init__(
+        self, processors: Sequence[Any], health: Any, backend: Backend, lock: asyncio.Lock, *, debug_pause: float = 0.0
+    ) -> None:
         self.processors = processors  # FamilyProcessor, each with .topic
         self.health = health  # HealthProcessor
         self.backend = backend
         self.lock = lock
+        self.debug_pause = debug_pause  # STREAM_APP_DEBUG_RECOVERY_PAUSE_SECONDS: tests act mid-recovery
         self.generation = 0
         self.last_seconds = 0.0
         # Set while events may be processed: cleared while an assignment loads and rebuilds, so a
@@ -144,7 +147,12 @@ class Assignment:
         try:
             async with self.lock:
                 with collector_paused():
+                    paused: set[str] = set()
                     for proc, partition in to_load:
+                        if self.debug_pause and proc.table not in paused:
+                            paused.add(proc.table)
+                            log.info("%s: recovery paused %.1fs (debug)", proc.table, self.debug_pause)
+                            await asyncio.sleep(self.debug_pause)
                         try:
                             items = await self.backend.read(proc.table, partition)
                         except Exception:  # noqa: BLE001 - not held: its events wait for the next owner

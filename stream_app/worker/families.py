@@ -34,6 +34,7 @@ def support_config(settings: Settings, labels: LabelGuard) -> support.SupportCon
         at_risk_fraction=settings.support_sla_at_risk_fraction,
         calendars={team: support.BusinessCalendar(**cal) for team, cal in settings.support_calendars.items()},
         labels=labels,
+        ticket_retention_seconds=settings.support_ticket_retention_seconds,
     )
 
 
@@ -61,6 +62,7 @@ def revenue_config(settings: Settings, labels: LabelGuard) -> revenue.RevenueCon
         fx_rates={**revenue.DEFAULT_FX_RATES, **settings.revenue_fx_rates},
         minor_units={**revenue.DEFAULT_MINOR_UNITS, **settings.revenue_minor_units},
         trial_conversion_grace_seconds=settings.revenue_trial_conversion_grace_seconds,
+        account_retention_seconds=settings.revenue_account_retention_seconds,
         labels=labels,
     )
 

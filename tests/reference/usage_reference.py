@@ -37,7 +37,9 @@ def compute(events, now, prm):
     in_window = window_test(now, prm["bucket"])
 
     users = by_entity(log, "user_id")
-    put(P + "users_tracked", {}, len(users))
+    # retained at now: until the cutoff a watermark at now gives passes the user's newest event
+    kept_from = math.floor((now - prm.get("horizon", math.inf)) / prm["bucket"]) * prm["bucket"]
+    put(P + "users_tracked", {}, sum(1 for evs in users.values() if max(e["time"] for e in evs) >= kept_from))
 
     # distinct sets per (metric, labels, window)
     distinct = {}

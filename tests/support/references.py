@@ -53,6 +53,7 @@ def support_params(cfg: Any, calendars: Mapping[str, tuple] | None = None) -> di
         edges_first_response=cfg.first_response_edges, edges_resolution=cfg.full_resolution_edges,
         edges_handle=cfg.handle_time_edges, at_risk=cfg.at_risk_fraction, calendars=dict(calendars or {}),
         targets={p: (t.first_reply_seconds, t.resolution_seconds) for p, t in cfg.sla_targets.items()},
+        ticket_retention=cfg.ticket_retention_seconds, horizon=cfg.horizon,
     )  # fmt: skip
 
 
@@ -60,7 +61,7 @@ def usage_params(cfg: Any) -> dict:
     return dict(
         bucket=cfg.bucket_seconds, active_windows=cfg.active_windows, session_windows=cfg.session_windows,
         feature_windows=cfg.feature_windows, known_seconds=cfg.known_seconds, idle=cfg.idle_timeout_seconds,
-        adoption=cfg.adoption_seconds, edges=cfg.session_edges,
+        adoption=cfg.adoption_seconds, edges=cfg.session_edges, horizon=cfg.horizon,
     )  # fmt: skip
 
 
@@ -73,7 +74,7 @@ def revenue_params(cfg: Any) -> dict:
 
 
 def voice_params(cfg: Any) -> dict:
-    return dict(bucket=cfg.bucket_seconds, windows=cfg.windows, min_responses=cfg.min_responses)
+    return dict(bucket=cfg.bucket_seconds, windows=cfg.windows, min_responses=cfg.min_responses, horizon=cfg.horizon)
 
 
 def health_params(cfg: Any) -> dict:

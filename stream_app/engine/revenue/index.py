@@ -7,6 +7,7 @@ import heapq
 import math
 from collections.abc import Mapping
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from stream_app.engine.expiry import retained_from_bucket
 from stream_app.engine.index import ContributionIndex
 from stream_app.engine.windows import RollingCounter, window_label
 
@@ -235,18 +236,26 @@ class RevenueIndex(ContributionIndex):
                 fam.add_metric([pname, mv], vals[pname]["cohort:" + mv])
         out.append(fam)
 
-        life = {k[1][0]: v for k, v in self._gauges.items() if k[0] == "life"}
+        first = retained_from_bucket(now, cfg.horizon, cfg.bucket_seconds)  # retained-entity gauges
+        life: dict[str, int] = {}
+        tracked = 0
+        for (name, key), v in self._gauges.items():
+            if key[-1] is not None and key[-1] < first:
+                continue  # the account's retention passed: gone, or deleted any time now
+            if name == "life":
+                life[key[0]] = life.get(key[0], 0) + v
+            elif name == "tracked":
+                tracked += v
         for name, key, doc, conv in (
-            ("purchasing_accounts", "purchasing", "Accounts held with >= 1 purchase (succeeded, "
+            ("purchasing_accounts", "purchasing", "Accounts retained with >= 1 purchase (succeeded, "
              "not refunded payment).", int),
-            ("repeat_purchasing_accounts", "repeat", "Accounts held with >= 2 purchases.", int),
+            ("repeat_purchasing_accounts", "repeat", "Accounts retained with >= 2 purchases.", int),
             ("purchase_gaps", "gaps", "Gaps between consecutive purchases of an account, summed over accounts.", int),
             ("purchase_gap_seconds_sum", "gap_ms", "Total seconds between consecutive purchases "
              "(mean time between purchases = this / purchase_gaps).", lambda v: v / 1000),
         ):
             out.append(GaugeMetricFamily(PREFIX + name, doc, value=conv(life.get(key, 0))))
-        out.append(GaugeMetricFamily(PREFIX + "accounts_tracked", "Account states held by this worker.",
-                                     value=self._gauges.get(("tracked", ()), 0)))
+        out.append(GaugeMetricFamily(PREFIX + "accounts_tracked", "Accounts retained by this worker.", value=tracked))
         dropped = CounterMetricFamily(PREFIX + "window_dropped_contributions", "Window contributions "
                                       "refused because their bucket was already evicted (too late).")
         dropped.add_metric([], self.dropped)

@@ -7,6 +7,8 @@ import math
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from stream_app.engine.expiry import retention_bucket
+
 from .config import COHORT_MOVEMENTS, Contribution, NANO, RevenueConfig, month_index, month_start
 from .state import AccountState
 
@@ -236,7 +238,9 @@ def _base_items(v: Vec, cfg: RevenueConfig) -> dict[tuple, int]:
 def contributions(state: AccountState, cfg: RevenueConfig) -> list[Contribution]:
     """Everything one account adds to the revenue aggregates (see docs/metrics.md)."""
     f = derive(state, cfg)
-    out: list[Contribution] = [("tracked", (), None, 1)]
+    # retained-entity gauges (tracked, lifetime purchases) carry the retention bucket
+    kept = retention_bucket(retention_until(state, cfg, f), cfg.bucket_seconds)
+    out: list[Contribution] = [("tracked", (kept,), None, 1)]
     # current-state steps: the change of the vector at each change point
     prev: dict[tuple, int] = {}
     for t, v in f.timeline:
@@ -303,31 +307,59 @@ def contributions(state: AccountState, cfg: RevenueConfig) -> list[Contribution]
             out.append(("pm", (m, "trials_converted"), None, 1))
     n, first, last_p = f.purchases
     if n >= 1:
-        out.append(("life", ("purchasing",), None, 1))
+        out.append(("life", ("purchasing", kept), None, 1))
     if n >= 2:
-        out.append(("life", ("repeat",), None, 1))
-        out.append(("life", ("gaps",), None, n - 1))
-        out.append(("life", ("gap_ms",), None, round((last_p - first) * 1000)))
+        out.append(("life", ("repeat", kept), None, 1))
+        out.append(("life", ("gaps", kept), None, n - 1))
+        out.append(("life", ("gap_ms", kept), None, round((last_p - first) * 1000)))
     return out
 
 
-def retention_until(state: AccountState, cfg: RevenueConfig) -> float | None:
-    """Event time after which the account no longer affects any metric (delete it then), or
-    None (keep). Accounts that ever paid or purchased are kept (compacted): they feed the
-    lifetime purchase metrics and a later return must count as a reactivation, not as new."""
-    f = derive(state, cfg)
-    if f.purchases[0] or any(v.paying for _, v in f.timeline):
-        return None
-    if f.start is not None and any(
-        x.get("fp") is not None for x in state.snap.get("subs", {}).values()
-    ):
-        return None
+def _last_fact(state: AccountState, f: AccountFacts) -> float | None:
+    """The account's newest fact: event, subscription end or trial end (ends may lie ahead)."""
     mx = state.max_ts()
-    ends = [e for e in f.ended.values()] + [t[1] for t in f.trials]
-    last = max([mx] + ends) if mx is not None else None
-    # the caller deletes once this is before the watermark cutoff (~ now - horizon): i.e. when
-    # the last fact is more than keep_seconds old, before the start of the previous month
-    return None if last is None else last + cfg.keep_seconds - cfg.horizon
+    if mx is None:
+        return None
+    return max([mx] + list(f.ended.values()) + [t[1] for t in f.trials])
+
+
+def retention_until(state: AccountState, cfg: RevenueConfig, f: AccountFacts | None = None) -> float | None:
+    """Event time after which the account no longer affects any metric (delete it then), or
+    None (keep).
+
+    * An account that never paid nor purchased (trials only) goes ``keep_seconds`` after its
+      newest fact: before the start of the previous month, beyond the worker horizon.
+    * With ``account_retention_seconds`` (R), an account that is not paying at the end of its
+      timeline (churned, or purchases only) ends its life R after its newest fact: a later event
+      starts a new life (a return is then *new*, not a reactivation) and the lifetime purchase
+      metrics forget it (docs/metrics.md, Revenue, State and memory).
+    * Otherwise (R = 0, or still paying) the account is kept."""
+    f = derive(state, cfg) if f is None else f
+    last = _last_fact(state, f)
+    ever = bool(f.purchases[0]) or any(v.paying for _, v in f.timeline) or (
+        f.start is not None and any(x.get("fp") is not None for x in state.snap.get("subs", {}).values()))
+    if not ever:
+        # the caller deletes once this is before the watermark cutoff (~ now - horizon): i.e. when
+        # the last fact is more than keep_seconds old, before the start of the previous month
+        return None if last is None else last + cfg.keep_seconds - cfg.horizon
+    r = cfg.account_retention_seconds
+    if not r or last is None or (f.timeline and f.timeline[-1][1].paying):
+        return None
+    return last + r
+
+
+def life_ended(state: AccountState, cfg: RevenueConfig, ts: float) -> bool:
+    """Whether an event at ``ts`` comes after the end of the account's life (retention on, not
+    paying, newest fact more than ``account_retention_seconds`` before ``ts``)."""
+    r = cfg.account_retention_seconds
+    mx = state.max_ts()
+    if not r or mx is None or ts <= mx + r:
+        return False  # the newest fact is at least the newest event: no derive on the hot path
+    f = derive(state, cfg)
+    last = _last_fact(state, f)
+    paying_at_end = bool(f.timeline) and f.timeline[-1][1].paying
+    ever = bool(f.purchases[0]) or any(v.paying for _, v in f.timeline)
+    return ever and not paying_at_end and last is not None and ts > last + cfg.account_retention_seconds
 
 
 def account_signal(state: AccountState, now: float, cfg: RevenueConfig | None = None) -> dict | None:

@@ -13,6 +13,7 @@ from prometheus_client.core import (
     Metric,
 )
 from stream_app.engine.clocks import Clocks, after
+from stream_app.engine.expiry import count_retained
 from stream_app.engine.index import ContributionIndex
 from stream_app.engine.windows import RollingCounter, RollingHistogram, window_label
 
@@ -104,7 +105,7 @@ class UsageIndex(ContributionIndex):
             for s in (*self._counters.values(), self._duration, self._clocks.ended)
         ]
         self._seen_open: set[tuple] = set()
-        self._tracked = 0
+        self._tracked: dict[tuple, int] = {}  # (retention bucket,) -> users
         self.dropped = 0
 
     # -- updates ----------------------------------------------------------
@@ -124,7 +125,11 @@ class UsageIndex(ContributionIndex):
             self._seen_open.add(labels)
             return 0
         if name == "tracked":
-            self._tracked += k * value
+            n = self._tracked.get(labels, 0) + k * value
+            if n:
+                self._tracked[labels] = n
+            else:
+                self._tracked.pop(labels, None)
             return 0
         raise ValueError(f"unknown usage contribution {name!r}")
 
@@ -188,8 +193,10 @@ class UsageIndex(ContributionIndex):
             fam.add_metric(list(labels), clocks.open.get(labels, 0))
         out.append(fam)
 
-        out.append(GaugeMetricFamily(PREFIX + "users_tracked", "User states held by this worker.",
-                                     value=self._tracked))
+        cfg = self.cfg
+        out.append(GaugeMetricFamily(PREFIX + "users_tracked", "Users retained by this worker (until their newest "
+                                     "event leaves the known-users window + grace).",
+                                     value=count_retained(self._tracked, now, cfg.horizon, cfg.bucket_seconds)))
         dropped = CounterMetricFamily(
             PREFIX + "window_dropped_contributions",
             "Window contributions refused because their bucket was already evicted (too late).",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from stream_app.engine.fields import field as _field
 
+from stream_app.engine.expiry import retention_bucket
 from .config import (
     ACTIVITY_TYPES,
     Contribution,
@@ -232,7 +233,8 @@ def session_client(code: str) -> str | None:
 
 def contributions(state: UserState, cfg: UsageConfig) -> list[Contribution]:
     """Everything one user adds to the usage aggregates (see docs/metrics.md)."""
-    out: list[Contribution] = [("tracked", (), None, 1)]
+    # retained-entity gauge: the user counts until its retention time (stream_app.engine.expiry)
+    out: list[Contribution] = [("tracked", (retention_bucket(retention_until(state, cfg), cfg.bucket_seconds),), None, 1)]
     m = state.max_ts()
     if m is None:
         return out
