@@ -409,6 +409,7 @@ def usage_board() -> dict:
         timeseries("Sessions per daily active user", [
             (f'sum({m}sessions_started{{window="24h"}}) / {au("24h")}', "sessions / DAU"),
         ], w=8),
+        *lifecycle_panels(m),
         row("Sessions ($window window)"),
         timeseries("Sessions started by client", [(f"sum by (client) ({m}sessions_started{{{cw}}})", "{{client}}")],
                    stack=True, w=8),
@@ -446,9 +447,38 @@ def usage_board() -> dict:
     ]
     return dashboard(
         "stream-app-usage", "stream_app / Product usage",
-        "DAU/WAU/MAU, stickiness, sessions and their duration, feature usage and adoption.",
+        "DAU/WAU/MAU, stickiness, lifecycle and power users, sessions and their duration, feature usage "
+        "and adoption.",
         panels, variables,
     )
+
+
+def lifecycle_panels(m: str) -> list[dict]:
+    """Usage board, issue #13 item 6: lifecycle (Amplitude) per UTC day / ISO week and the
+    power-user curve."""
+    statuses = "Statuses: new (first activity), current (active in the previous one too), resurrected " \
+               "(back after a gap), dormant (active in the previous one, not in this one)."
+    return [
+        row("Lifecycle and power users (UTC days, ISO weeks)"),
+        bargauge("Lifecycle today", [
+            (f'sum by (status) ({m}lifecycle_users{{period="current_day"}})', "{{status}}"),
+        ], w=6, description="Today so far (UTC). " + statuses),
+        bargauge("Lifecycle yesterday", [
+            (f'sum by (status) ({m}lifecycle_users{{period="previous_day"}})', "{{status}}"),
+        ], w=6, description=statuses),
+        bargauge("Lifecycle this week", [
+            (f'sum by (status) ({m}lifecycle_users{{period="current_week"}})', "{{status}}"),
+        ], w=6, description="Monday to now (UTC). " + statuses),
+        bargauge("Lifecycle last week", [
+            (f'sum by (status) ({m}lifecycle_users{{period="previous_week"}})', "{{status}}"),
+        ], w=6, description=statuses),
+        bargauge("Power-user curve, last 7 days", [
+            (f'sum by (days) ({m}power_users{{window="7d"}})', "{{days}} d"),
+        ], description="Users by the number of UTC days they were active among the last 7 (today included)."),
+        bargauge("Power-user curve, last 28 days", [
+            (f'sum by (days) ({m}power_users{{window="28d"}})', "{{days}} d"),
+        ], description="Users by the number of UTC days they were active among the last 28 (today included)."),
+    ]
 
 
 def revenue_board() -> dict:
@@ -492,6 +522,7 @@ def revenue_board() -> dict:
              steps=[("red", None), ("green", 0)]),
         timeseries("Movements by type (count)", [(f"sum by (movement) ({m}mrr_movements{{{mv}}})", "{{movement}}")],
                    w=8),
+        *churn_coming_panels(m, p, mv, per, money),
         row("Retention ($period)"),
         stat("Customer churn rate", [(churn_rate, "churn")], unit="percentunit", decimals=1,
              steps=[("green", None), ("orange", 0.03), ("red", 0.08)],
@@ -539,9 +570,60 @@ def revenue_board() -> dict:
     ]
     return dashboard(
         "stream-app-revenue", "stream_app / Revenue and retention",
-        "MRR, ARR, ARPA, MRR movements, churn, retention, NRR, renewals, trials and purchases.",
+        "MRR, ARR, ARPA, MRR movements, pending churn, churn by reason, failed payments, Quick Ratio, "
+        "retention, NRR, GRR, renewals, trials and purchases.",
         panels, variables, time_from="now-7d", refresh="1m",
     )
+
+
+def churn_coming_panels(m: str, p: str, mv: str, per: str, money: str) -> list[dict]:
+    """Revenue board, issue #13 item 5: churn that is coming (pending cancellations), why churn
+    happened (reason, failed payments) and the ratios built on the movements."""
+    pending = f"sum({m}pending_churn_mrr{{{p}}})"
+    gained = f'sum({m}mrr_movement_amount{{{mv}, movement=~"new|expansion|reactivation"}})'
+    lost = f'sum({m}mrr_movement_amount{{{mv}, movement=~"contraction|churn"}})'
+    start_mrr = f"sum({m}period_start_mrr{{{per}}})"
+    grr = (f"({start_mrr}\n   - sum({m}period_cohort_mrr_movement{{{per}, movement=~\"contraction|churn\"}}))\n"
+           f"  / {start_mrr}")
+    return [
+        row("Churn that is coming and why ($window window)"),
+        stat("Pending churn MRR", [(pending, "pending")], decimals=0, steps=[("green", None), ("orange", 1)],
+             description="MRR of paying subscriptions whose cancellation is scheduled but not yet effective "
+                         "(alert StreamAppRevenuePendingChurnHigh). " + money),
+        stat("Accounts with a pending cancellation", [(f"sum({m}pending_churn_accounts{{{p}}})", "accounts")]),
+        stat("Pending churn share of MRR", [(f"{pending}\n  / sum({m}mrr_reporting{{{p}}})", "share")],
+             unit="percentunit", decimals=1),
+        bargauge("Pending churn MRR by plan", [(f"sum by (plan) ({m}pending_churn_mrr{{{p}}})", "{{plan}}")],
+                 w=6, h=4),
+        bargauge("Churned MRR by reason", [(f"sum by (reason) ({m}churn_movement_amount{{{mv}}})", "{{reason}}")],
+                 w=6, h=4, description="voluntary, involuntary (failed payments), other (ended without a "
+                                       "cancellation, or a free plan). " + money),
+        stat("Quick Ratio", [(f"{gained}\n  / {lost}", "quick ratio")], decimals=2,
+             steps=[("red", None), ("orange", 1), ("green", 4)],
+             description="(new + expansion + reactivation) / (contraction + churn) MRR in the window."),
+        stat("Gross revenue retention ($period)", [(grr, "GRR")], unit="percentunit", decimals=1,
+             steps=[("red", None), ("orange", 0.8), ("green", 0.9)],
+             description="(start MRR - contraction - churn of the start cohort) / start MRR: NRR without expansion."),
+        stat("ASP (MRR per new account)", [
+            (f'sum({m}mrr_movement_amount{{{mv}, movement="new"}})\n  / sum({m}mrr_movements{{{mv}, movement="new"}})',
+             "ASP"),
+        ], decimals=2, description="Average selling price: MRR of the new accounts / new accounts. " + money),
+        stat("Mean time to churn", [
+            (f'sum({m}churn_tenure_seconds_sum{{{mv}}})\n  / sum({m}mrr_movements{{{mv}, movement="churn"}})', "tenure"),
+        ], unit="s", description="From an account's first payment to its churn, over the window's churns."),
+        stat("Payment recovery rate", [
+            (f"sum({m}recovered_payments{{{mv}}})\n  / sum({m}failed_payments{{{mv}}})", "recovered"),
+        ], unit="percentunit", decimals=1, description="Failed payments that later succeeded / failed payments."),
+        stat("Recovered revenue", [(f"sum({m}recovered_revenue{{{mv}}})", "recovered")], decimals=0,
+             description="Amount of failed payments that later succeeded. " + money),
+        timeseries("Churned MRR by reason over time", [
+            (f"sum by (reason) ({m}churn_movement_amount{{{mv}}})", "{{reason}}"),
+        ], stack=True),
+        timeseries("Failed and recovered payments", [
+            (f"sum({m}failed_payments{{{mv}}})", "failed"),
+            (f"sum({m}recovered_payments{{{mv}}})", "recovered"),
+        ]),
+    ]
 
 
 def voice_board() -> dict:
@@ -589,12 +671,42 @@ def voice_board() -> dict:
             (f'sum by (le) ({m}score_bucket{{kind="nps", {w}}})', "{{le}}"),
         ], fmt="heatmap", w=8, description="Responses per NPS score 0-10 (buckets de-accumulated)."),
     ]
+    panels += voice_comment_panels(m, w)
     variables = [query_var("window", "Window", f"label_values({m}responses, window)", multi=False, default="30d")]
     return dashboard(
         "stream-app-voice", "stream_app / Voice of the customer",
         "NPS, CSAT and CES with their response counts and a small-sample marker.",
         panels, variables, time_from="now-7d", refresh="1m",
     )
+
+
+def voice_comment_panels(m: str, w: str) -> list[dict]:
+    """Qualitative feedback: what commenters talk about and how they feel (docs/metrics.md)."""
+    det = f'kind="nps", category="detractor", {w}'
+    sent = f"{m}comment_sentiment"
+    return [
+        row("Comments: themes and sentiment ($window window)"),
+        bargauge("What NPS detractors write about", [
+            (f"sum by (theme) ({m}comment_themes{{{det}}})", "{{theme}}"),
+        ], w=8, description="Detractor (0-6) comments per theme (keywords: STREAM_APP_VOICE_COMMENT_THEMES); "
+                            "a comment about two themes counts in both, about none: other."),
+        timeseries("Detractor comments per theme", [
+            (f"sum by (theme) ({m}comment_themes{{{det}}})", "{{theme}}"),
+        ], w=8, description="Alert StreamAppVoiceDetractorThemeSpike: the 7d count of a theme above "
+                            "twice its weekly average of the 23 days before."),
+        timeseries("Comment themes by kind", [
+            (f"sum by (kind, theme) ({m}comment_themes{{{w}}})", "{{kind}} {{theme}}"),
+        ], stack=True, w=8),
+        timeseries("Mean comment sentiment by kind and category", [
+            (f"sum by (kind, category) ({sent}_gsum{{{w}}})\n  / sum by (kind, category) ({sent}_gcount{{{w}}})",
+             "{{kind}} {{category}}"),
+        ], minimum=-1, maximum=1, w=12,
+            description="VADER compound score of the comments, -1 (most negative) .. 1 (most positive)."),
+        timeseries("Negative comment share by kind", [
+            (f'sum by (kind) ({sent}_bucket{{le="-0.05", {w}}})\n  / sum by (kind) ({sent}_gcount{{{w}}})',
+             "{{kind}}"),
+        ], w=12, description="Comments with sentiment <= -0.05 (VADER's negative cut-off).", **PERCENT),
+    ]
 
 
 def health_board() -> dict:
@@ -614,6 +726,16 @@ def health_board() -> dict:
         stat("Accounts scored / tracked", [
             (f"sum({m}accounts_scored)", "scored"), (f"sum({m}accounts_tracked)", "tracked"),
         ]),
+        stat("Mean score vs 7 d / 30 d ago", [
+            ("stream_app:health_score:mean_change_7d", "vs 7 d"), ("stream_app:health_score:mean_change_30d", "vs 30 d"),
+        ], decimals=3, steps=[("red", None), ("orange", -0.02), ("green", 0)], w=6,
+            description="Mean health score now minus 7 / 30 days ago (recording rules; empty until Prometheus "
+                        "holds that much history)."),
+        stat("Share at risk vs 7 d / 30 d ago", [
+            ("stream_app:health_accounts_at_risk:ratio_change_7d", "vs 7 d"),
+            ("stream_app:health_accounts_at_risk:ratio_change_30d", "vs 30 d"),
+        ], unit="percentunit", decimals=1, steps=[("green", None), ("orange", 0.01), ("red", 0.05)], w=6,
+            description="Share of scored accounts at risk now minus 7 / 30 days ago (percentage points)."),
         timeseries("Accounts by band", [(f"sum by (band) ({m}accounts)", "{{band}}")], stack=True),
         timeseries("Health score median and p10", [
             (f"histogram_quantile(0.5, sum by (le) ({m}score_bucket))", "median"),

@@ -336,8 +336,21 @@ class FaultRun:
 
     def settle(self, timeout: float = 180) -> None:
         """Wait until every recovery clock has stopped."""
-        wait_for(lambda: self.observe() or all(r.done for r in self.recoveries), timeout=timeout, interval=0.25,
-                 message=f"{self.name}: recovery of {[r.fault for r in self.recoveries if not r.done]}")  # fmt: skip
+        try:
+            wait_for(lambda: self.observe() or all(r.done for r in self.recoveries), timeout=timeout, interval=0.25,
+                     message=f"{self.name}: recovery of {[r.fault for r in self.recoveries if not r.done]}")  # fmt: skip
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {self._stuck()}") from None
+
+    def _stuck(self) -> str:
+        """What a recovery still waits for: readiness, or the partitions not committed that far."""
+        pos = self.positions()
+        out = []
+        for rec in (r for r in self.recoveries if not r.done):
+            behind = {f"{tp[0]}[{tp[1]}]": (pos[1].get(tp, -1) if pos else None, end)
+                      for tp, end in rec.target.items() if pos is None or pos[1].get(tp, -1) < end}  # fmt: skip
+            out.append(f"{rec.fault}: {'unready' if rec.unready else 'ready'}, (committed, needed) {behind}")
+        return "; ".join(out)
 
     def finish(self, timeout: float = 300) -> None:
         """Everything produced, consumed and committed (inputs and health signals), workers ready."""

@@ -22,7 +22,7 @@ from .config import (
     month_start,
 )
 from .state import AccountState
-from .movements import contributions
+from .movements import REASONS, contributions
 
 
 # --------------------------------------------------------------------------- index
@@ -113,17 +113,20 @@ class RevenueIndex(ContributionIndex):
         cfg = self.cfg
         self._mv = RollingCounter(cfg.windows, cfg.bucket_seconds)
         self._mva = RollingCounter(cfg.windows, cfg.bucket_seconds)
+        self._wc = RollingCounter(cfg.windows, cfg.bucket_seconds)  # churn by reason, payments
+        self._wa = RollingCounter(cfg.windows, cfg.bucket_seconds)
         self._base = StepStore()
         self._pc = StepStore()
         self._pm: dict[tuple, int] = {}
         self._gauges: dict[tuple, int] = {}
-        self._seen: dict[str, set] = {"mrr": set(), "paying": set(), "rep": set(), "unconv": set()}
+        self._seen: dict[str, set] = {"mrr": set(), "paying": set(), "rep": set(), "unconv": set(),
+                                      "pending": set(), "pending_rep": set()}
         self.dropped = 0
 
     def _apply(self, c: Contribution, k: int) -> int:
         name, key, ts, value = c
-        if name in ("mv", "mva"):
-            store = self._mv if name == "mv" else self._mva
+        if name in ("mv", "mva", "wc", "wa"):
+            store = {"mv": self._mv, "mva": self._mva, "wc": self._wc, "wa": self._wa}[name]
             return 0 if store.add(key, ts, k * value) or k < 0 else k
         if name == "base":
             self._base.add(key, ts, k * value)
@@ -143,7 +146,7 @@ class RevenueIndex(ContributionIndex):
         return contributions(state, self.cfg)
 
     def _evict(self, cutoff_ts: float) -> int:
-        return self._mv.evict(cutoff_ts) + self._mva.evict(cutoff_ts)
+        return sum(c.evict(cutoff_ts) for c in (self._mv, self._mva, self._wc, self._wa))
 
     # -- exposition -------------------------------------------------------
     def _valid_until(self, now: float) -> float:
@@ -168,6 +171,11 @@ class RevenueIndex(ContributionIndex):
         state_gauge("rep", "mrr_reporting", "MRR now in the reporting currency (static FX), by the "
                     "account's primary plan. ARR = 12 x this.", ("plan",), _mrr)
         state_gauge("paying", "paying_accounts", "Accounts with MRR > 0 now, by primary plan.", ("plan",))
+        state_gauge("pending", "pending_churn_accounts", "Accounts paying now with a cancellation scheduled "
+                    "but not yet effective, by primary plan.", ("plan",))
+        state_gauge("pending_rep", "pending_churn_mrr", "MRR now (reporting currency) of the paying "
+                    "subscriptions with a cancellation scheduled but not yet effective, by the account's "
+                    "primary plan.", ("plan",), _mrr)
         state_gauge("unconv", "unconverted_subscriptions", "Active paying subscriptions whose currency "
                     "has no FX rate (left out of reporting-currency values).", ("currency",))
         info = GaugeMetricFamily(PREFIX + "reporting_currency_info", "Reporting currency of the "
@@ -187,6 +195,32 @@ class RevenueIndex(ContributionIndex):
                 f1.add_metric([mv, window_label(w)], cnt[w].get((mv,), 0))
                 f2.add_metric([mv, window_label(w)], _mrr(amt[w].get((mv,), 0)))
         out += [f1, f2]
+        wc = self._wc.windows_at(now)
+        wa = self._wa.windows_at(now)
+        f3 = GaugeMetricFamily(PREFIX + "churn_movements", "Churn movements in the window by reason "
+                               "(the cancellation's; involuntary = failed payments).", labels=["reason", "window"])
+        f4 = GaugeMetricFamily(PREFIX + "churn_movement_amount", "MRR lost by churn in the window, by reason "
+                               "(reporting currency).", labels=["reason", "window"])
+        for reason in REASONS:
+            for w in cfg.windows:
+                f3.add_metric([reason, window_label(w)], wc[w].get(("churn", reason), 0))
+                f4.add_metric([reason, window_label(w)], _mrr(wa[w].get(("churn", reason), 0)))
+        out += [f3, f4]
+        for name, key, doc, conv in (
+            ("churn_tenure_seconds_sum", "tenure", "Seconds from each churned account's first payment "
+             "to its churn, summed over the churn movements in the window (time to churn = this / "
+             "churn movements).", lambda v: v / 1000),
+            ("failed_payments", "failed", "Payment ids whose earliest failed attempt is in the window.", int),
+            ("recovered_payments", "recovered", "Failed payments that later succeeded, by the time of "
+             "the success.", int),
+            ("recovered_revenue", "recovered", "Amount of the recovered payments in the reporting currency "
+             "(major units).", lambda v: v / NANO),
+        ):
+            store = wa if name in ("churn_tenure_seconds_sum", "recovered_revenue") else wc
+            fam = GaugeMetricFamily(PREFIX + name, doc, labels=["window"])
+            for w in cfg.windows:
+                fam.add_metric([window_label(w)], conv(store[w].get((key,), 0)))
+            out.append(fam)
 
         # calendar-month periods
         m_cur = month_index(now)
