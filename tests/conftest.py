@@ -26,6 +26,13 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if _STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+    # Soak tests run for an hour: only when the marker expression names them
+    # (`bash scripts/test.sh -m soak`), never in the default command or `-m integration`.
+    if "soak" not in (config.getoption("markexpr") or ""):
+        soak = [item for item in items if item.get_closest_marker("soak")]
+        if soak:
+            config.hook.pytest_deselected(items=soak)
+            items[:] = [item for item in items if not item.get_closest_marker("soak")]
 
 
 @pytest.fixture(scope="session")

@@ -66,10 +66,12 @@ class EventLog:
     duplicates: int
 
 
-def make_event_log(seed: int = 20261124) -> EventLog:
+def make_event_log(seed: int = 20261124, days: float = LOG_DAYS, rate: float = RATE) -> EventLog:
+    """``days`` of event time ending now, ``rate`` generator events per second of event time
+    (about ``rate * days * 86400`` messages), with every kind of fault."""
     now = time.time()
     faults = Faults(duplicate=0.02, out_of_order=0.02, late=0.01, invalid=0.005)
-    events = generate(seed=seed, start=now - LOG_DAYS * DAY, duration_seconds=LOG_DAYS * DAY - 120, rate=RATE,
+    events = generate(seed=seed, start=now - days * DAY, duration_seconds=days * DAY - 120, rate=rate,
                       faults=faults)  # fmt: skip
     too_late = too_late_events(now)
     events += too_late
