@@ -109,9 +109,6 @@ class Assignment:
                 for proc in [*self.processors, self.health]:
                     parts = {tp.partition for tp in assigned if tp.topic == proc.topic}
                     to_load += [(proc, p) for p in await self._claim(proc, parts)]
-                    if self.debug_pause and parts:
-                        log.info("%s: recovery paused %.1fs (debug)", proc.table, self.debug_pause)
-                        await asyncio.sleep(self.debug_pause)
                     resume = {p: proc.states.position(p) for p in sorted(parts)}
                     out.update({tp: resume[tp.partition] for tp in assigned if tp.topic == proc.topic})
                     if resume:
