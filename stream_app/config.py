@@ -218,6 +218,41 @@ class Settings(BaseSettings):
     )
     label_feature_cap: int = Field(50, ge=1, description="Distinct feature label values kept.")
 
+    # --- Bounded state and recovery policies (docs/state-store.md, Memory model) ---------------
+    support_ticket_retention_seconds: int = Field(
+        30 * 86400,
+        ge=0,
+        description="A solved, closed or incomplete ticket's life ends this long after its newest event: "
+        "a later event (e.g. a reopen) starts a new, incomplete ticket, and the state is deleted once the "
+        "watermark passes that point plus the longest window and grace. 0 = keep every ticket for good. At "
+        "least the longest support window + grace; 30 d covers customer health's look at solved tickets.",
+    )
+    redis_eviction_policy: Literal["refuse", "warn"] = Field(
+        "refuse",
+        description="What a worker does at start when Redis' maxmemory-policy may evict keys (anything but "
+        "noeviction): 'refuse' exits with an error; 'warn' runs, logging an ERROR every 10 minutes. Evicted "
+        "checkpoints mean lost states; stream_app_store_redis_evicting_policy shows it either way.",
+    )
+    log_start_policy: Literal["earliest", "fail"] = Field(
+        "earliest",
+        description="When a partition's checkpoint (or read position) is older than the start of its log "
+        "(retention deleted the events after it): 'earliest' resumes from the first offset still there, "
+        "logging the partition and the offsets lost and counting them "
+        "(stream_app_events_lost_to_retention_total); 'fail' stops the worker instead.",
+    )
+    debug_offsets_log: str = Field(
+        "",
+        description="Debug: file to which the worker appends every source offset its agents receive, as "
+        "'topic partition first last' runs (the fault suite checks there is no gap). Empty = off.",
+    )
+    debug_recovery_pause_seconds: float = Field(
+        0.0,
+        ge=0,
+        le=60,
+        description="Debug: pause this long per table while taking partitions over, so tests can kill or "
+        "join a worker during its recovery. 0 = off.",
+    )
+
     # --- Web / exposition --------------------------------------------------
     web_host: str = Field("0.0.0.0", description="Address the worker's HTTP server binds.")
     web_port: int = Field(

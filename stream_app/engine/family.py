@@ -273,7 +273,10 @@ class Engine(Generic[S]):
             index.update((), fam.contributions(state))
             if i % chunk == 0:
                 yield
-        # The watermark is seeded first, so the rebuild evicts exactly what processing would have.
+        # The high watermark never goes back, even when the partition holding the newest event
+        # moved away (docs/metrics.md); it is seeded first, so the rebuild evicts exactly what
+        # processing would have.
+        tracker.keep_high(self.tracker)
         index.evict(tracker.cutoff())
         if not self.gate.finish(token):
             return  # a newer rebalance started: its own rebuild follows

@@ -371,3 +371,10 @@ class WatermarkTracker:
     def forget(self, partition: Hashable) -> None:
         """Partition revoked: drop its watermark (the high watermark stays)."""
         self._wm.pop(partition, None)
+
+    def keep_high(self, previous: WatermarkTracker) -> None:
+        """Carry the high watermark of the tracker this one replaces (a rebuild after partitions
+        moved seeds a new tracker from the assigned partitions only): it never goes back."""
+        high = previous._high
+        if high is not None and (self._high is None or high > self._high):
+            self._high = high

@@ -22,7 +22,8 @@ from ..config import Settings
 from ..kafka import compat
 from ..kafka.security import faust_broker_credentials
 from ..store.backend import Backend, MemoryBackend
-from ..store.connection import redis_url
+from ..store.connection import redact_url, redis_url
+from ..store.redis_memory import EvictingRedis, RedisMemoryWatch
 from ..store.metrics import store_metric_families
 from ..store.redis_store import RedisBackend
 from .api_guard import ApiGuard
@@ -31,6 +32,7 @@ from .checkpoint import Checkpointer
 from .exposition import CallbackCollector, Exposition, PipelineMetrics, worker_state_families
 from .families import build_families, health_config
 from .ingest import Ingest
+from .offsets import LogStartError, OffsetAudit
 from .pages import add_pages
 from .processing import FamilyProcessor, HealthProcessor, Outbox, PartitionNotHeld
 
@@ -49,6 +51,14 @@ class StreamWorker:
         self.api_guard = ApiGuard.from_settings(settings)
         self.started_at = time.time()
         self.backend = self._backend()  # checks STREAM_APP_STORE before anything connects
+        # Redis' maxmemory-policy and memory: judged before the first partition is taken.
+        self.redis_memory = (
+            RedisMemoryWatch.for_url(
+                redis_url(settings), on_evicting=settings.redis_eviction_policy,
+                address=redact_url(settings.redis_url),
+            )
+            if settings.store == "redis" else None
+        )  # fmt: skip
         self.app = self._make_app()
         # Faust's own engine metrics (messages, commit latency, per-partition end and committed
         # offsets for consumer lag) on our registry; /metrics is served by pages.
@@ -67,7 +77,9 @@ class StreamWorker:
         ]
         self.health = HealthProcessor(health_config(settings), topic=signals_topic)
         state_lock = asyncio.Lock()
-        self.assignment = Assignment(self.processors, self.health, self.backend, state_lock)
+        self.assignment = Assignment(
+            self.processors, self.health, self.backend, state_lock, debug_pause=settings.debug_recovery_pause_seconds
+        )
         self.assignment.processing.set()
         producer = self.app.producer
         self.checkpointer = Checkpointer(
@@ -80,7 +92,11 @@ class StreamWorker:
             lock=state_lock,
         )
 
-        self.ingest = Ingest(self.app, settings, self.pipeline, self.assignment.processing)
+        # Source positions checked against the log start (retention), every offset audited.
+        self.offsets = OffsetAudit(
+            self.registry, self._log_starts, policy=settings.log_start_policy, debug_path=settings.debug_offsets_log
+        )
+        self.ingest = Ingest(self.app, settings, self.pipeline, self.assignment.processing, self.offsets)
         self.handlers = {p.family.event_family: p for p in self.processors}
         for family, topic_name in self.input_topics.items():
             self.ingest.add_agent(family, topic_name, self.handlers.get(family))
@@ -94,13 +110,14 @@ class StreamWorker:
             self.exposition.add(processor.collect)
         self.registry.register(CallbackCollector(self._worker_families))
         self.registry.register(CallbackCollector(self._store_families))
+        if self.redis_memory is not None:
+            self.registry.register(CallbackCollector(self.redis_memory.families))
+            self.app.timer(15.0, name="stream_app.redis_memory")(self._redis_memory_timer)
         # Before the consumer's fetcher first hands messages over (it starts in the first
         # recovery): every patch of Faust's and aiokafka's internals, version-checked. Assigned
         # partitions are read from the worker's checkpoints; each offset commit checkpoints first.
         sources = {*self.input_topics.values(), signals_topic}
-        guard = compat.install(
-            self.app, sources, positions_from=self.assignment.positions, before_commit=self.checkpointer.run
-        )
+        guard = compat.install(self.app, sources, positions_from=self._positions, before_commit=self.checkpointer.run)
         self.registry.register(CallbackCollector(lambda: compat.guard_metric_families(guard)))
         # Commits checkpoint first, but Faust commits only offsets beyond its last commit: events
         # read again after a restart (behind the commit) are checkpointed by this timer.
@@ -162,12 +179,14 @@ class StreamWorker:
 
     def _add_health_agent(self) -> None:
         health, processing = self.health, self.assignment.processing
+        audit_batch, topic = self.ingest.audit_batch, self.health.topic
         size, within = self.settings.ingest_batch_max, self.settings.ingest_batch_seconds
 
         async def account_health(stream: faust.StreamT) -> None:
             async for events in stream.take_events(size, within=within):
                 if not processing.is_set():
                     await processing.wait()
+                await audit_batch(events, topic)
                 for event in events:
                     msg = event.message
                     if not health.holds(msg.partition):
@@ -180,6 +199,36 @@ class StreamWorker:
                         log.exception("health signal at offset %s could not be applied", msg.offset)
 
         self.app.agent(self.signals, name="stream_app.health", concurrency=1)(account_health)
+
+    async def _positions(self, assigned: set) -> dict:
+        """Where each assigned source partition is read from: after its checkpoint, or from its
+        log start when retention deleted that (``offsets``, STREAM_APP_LOG_START_POLICY)."""
+        await self._redis_preflight()
+        positions = await self.assignment.positions(assigned)
+        try:
+            return await self.offsets.check_positions(positions)
+        except LogStartError as exc:  # STREAM_APP_LOG_START_POLICY=fail: the worker stops
+            await self.app.crash(exc)
+            raise
+
+    async def _redis_preflight(self) -> None:
+        """Before the first partition is taken: refuse an evicting Redis (store/redis_memory.py)."""
+        if self.redis_memory is None or self.redis_memory.checked:
+            return
+        try:
+            await self.redis_memory.check()
+        except EvictingRedis as exc:
+            await self.app.crash(exc)
+            raise
+
+    async def _redis_memory_timer(self) -> None:
+        try:
+            await self.redis_memory.check()
+        except EvictingRedis as exc:  # Redis answered for the first time after the start
+            await self.app.crash(exc)
+
+    async def _log_starts(self, partitions: list) -> dict:
+        return dict(await self.app.consumer.earliest_offsets(*partitions))
 
     async def _on_partitions_assigned(self, sender: object, assigned: set, **kwargs: object) -> None:
         # The consumer seeks (and so takes partitions over) only when it has any: a worker left
@@ -199,6 +248,8 @@ class StreamWorker:
             await self.checkpointer.run()
         finally:
             await self.backend.close()
+            if self.redis_memory is not None:
+                await self.redis_memory.close()
 
     def assignment_sources(self) -> set[str]:
         return {*self.input_topics.values(), self.health.topic}

@@ -72,11 +72,14 @@ class Assignment:
     written back (nothing was applied to them).
     """
 
-    def __init__(self, processors: Sequence[Any], health: Any, backend: Backend, lock: asyncio.Lock) -> None:
+    def __init__(
+        self, processors: Sequence[Any], health: Any, backend: Backend, lock: asyncio.Lock, *, debug_pause: float = 0.0
+    ) -> None:
         self.processors = processors  # FamilyProcessor, each with .topic
         self.health = health  # HealthProcessor
         self.backend = backend
         self.lock = lock
+        self.debug_pause = debug_pause  # STREAM_APP_DEBUG_RECOVERY_PAUSE_SECONDS: tests act mid-recovery
         self.generation = 0
         self.last_seconds = 0.0
         # Set while events may be processed: cleared while an assignment loads and rebuilds, so a
@@ -106,6 +109,9 @@ class Assignment:
                 for proc in [*self.processors, self.health]:
                     parts = {tp.partition for tp in assigned if tp.topic == proc.topic}
                     to_load += [(proc, p) for p in await self._claim(proc, parts)]
+                    if self.debug_pause and parts:
+                        log.info("%s: recovery paused %.1fs (debug)", proc.table, self.debug_pause)
+                        await asyncio.sleep(self.debug_pause)
                     resume = {p: proc.states.position(p) for p in sorted(parts)}
                     out.update({tp: resume[tp.partition] for tp in assigned if tp.topic == proc.topic})
                     if resume:

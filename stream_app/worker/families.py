@@ -34,6 +34,7 @@ def support_config(settings: Settings, labels: LabelGuard) -> support.SupportCon
         at_risk_fraction=settings.support_sla_at_risk_fraction,
         calendars={team: support.BusinessCalendar(**cal) for team, cal in settings.support_calendars.items()},
         labels=labels,
+        ticket_retention_seconds=settings.support_ticket_retention_seconds,
     )
 
 

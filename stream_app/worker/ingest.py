@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+from faust.types import TP
 
 from ..config import Settings
 from ..events import EventRejected, decode_event
 from .exposition import PipelineMetrics
+from .offsets import LogStartError, OffsetAudit
 from .processing import PartitionNotHeld
 
 log = logging.getLogger(__name__)
@@ -44,11 +46,13 @@ class Ingest:
         settings: Settings,
         pipeline: PipelineMetrics,
         processing: asyncio.Event,
+        offsets: OffsetAudit | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.pipeline = pipeline
         self.processing = processing
+        self.offsets = offsets
         self.not_held = 0  # events of partitions moved away before they were processed
         self.deadletter = app.topic(
             settings.topic_deadletter,
@@ -80,6 +84,7 @@ class Ingest:
     ) -> None:
         if not self.processing.is_set():
             await self.processing.wait()
+        await self.audit_batch(events, topic_name)
         now = time.time()
         s = self.settings
         pipeline = self.pipeline
@@ -128,6 +133,28 @@ class Ingest:
                 await self.dead_letter(event, topic_name, "processing_error", f"{type(exc).__name__} while processing")
         if types:
             pipeline.observe_valid_batch(topic_name, types, newest, delays)
+
+    async def audit_batch(self, events: Sequence[faust.EventT], topic_name: str) -> None:
+        """Every offset of a batch handed to an agent: a gap in a partition's offsets that
+        retention caused is counted and logged before anything after it is applied
+        (``offsets.OffsetAudit``); with the debug log on, the offsets are recorded."""
+        audit = self.offsets
+        if audit is None:
+            return
+        by_partition: dict[int, list[int]] = {}
+        for event in events:
+            msg = event.message
+            gap = audit.observe(topic_name, msg.partition, msg.offset)
+            if gap is not None:
+                try:
+                    await audit.check_gap(TP(topic_name, msg.partition), *gap)
+                except LogStartError as exc:  # STREAM_APP_LOG_START_POLICY=fail: the worker stops
+                    await self.app.crash(exc)
+                    raise
+            by_partition.setdefault(msg.partition, []).append(msg.offset)
+        for partition, offsets in by_partition.items():
+            audit.record(topic_name, partition, offsets)
+        audit.flush()
 
     async def dead_letter(self, event: faust.EventT, topic_name: str, reason: str, detail: str) -> None:
         self.pipeline.invalid.labels(topic_name, reason).inc()

@@ -26,6 +26,7 @@ from pathlib import Path
 from stream_app.tools.generator import Faults, GeneratedEvent, generate
 from stream_app.tools.producer import EventProducer
 
+from stream_app.worker.offsets import read_offsets_log
 from tests.support.kafka import read_topic
 from tests.support.references import compare_with_reference, reference_events, too_late_events
 from tests.support.worker import WorkerProcess, settings_of, total, wait_for, worker_env
@@ -49,7 +50,11 @@ COUNTERS = {
     "duplicates": "stream_app_events_duplicate_total",
     "deadlettered": "stream_app_events_deadlettered_total",
     "too_late": "stream_app_events_too_late_total",
+    "lost_to_retention": "stream_app_events_lost_to_retention_total",
 }
+# Every worker appends the source offsets its agents receive here (in its own work dir):
+# STREAM_APP_DEBUG_OFFSETS_LOG, checked by FaultRun.offset_gaps.
+OFFSETS_LOG = "offsets.log"
 
 
 @dataclass
@@ -201,7 +206,7 @@ class FaultRun:
         self.topics = {f: f"{run}.{f}" for f in ("ticket", "activity", "subscription", "survey")}
         self.stack.create_topics(list(self.topics.values()), partitions=PARTITIONS)
         self.env = worker_env(self.stack, run, topics=self.topics, store="redis", session_timeout_seconds=6,
-                              **self.settings)  # fmt: skip
+                              debug_offsets_log=OFFSETS_LOG, **self.settings)  # fmt: skip
         self.workers: list[WorkerProcess] = []
         self.tallies: dict[int, dict[str, float]] = {}  # pid -> last counters seen
         self.recoveries: list[Recovery] = []
@@ -209,6 +214,7 @@ class FaultRun:
         self.started = time.monotonic()
         self.committed = 0
         self._last_check = 0.0
+        self._acked_before = 0
         self._down: set[Path] = set()
 
     @property
@@ -241,9 +247,10 @@ class FaultRun:
     def counter(self, key: str) -> float:
         return sum(t.get(key, 0.0) for t in self.tallies.values())
 
-    def start(self, w: WorkerProcess) -> WorkerProcess:
+    def start(self, w: WorkerProcess, *, wait: bool = True) -> WorkerProcess:
+        """Start ``w``; with ``wait`` (default) return once it is ready."""
         self._down.discard(w.workdir)
-        w.start(ready_timeout=180)
+        w.start(ready_timeout=180, wait=wait)
         return w
 
     def kill(self, w: WorkerProcess) -> None:
@@ -263,15 +270,21 @@ class FaultRun:
                 assert w.proc.poll() is None, f"{w.workdir.name} exited with {w.proc.returncode}:\n{w.log_tail()}"
 
     # -- traffic -------------------------------------------------------------
-    def feed(self, rate: float = FEED_RATE) -> Feeder:
-        self.feeder = Feeder(self.stack.bootstrap, self.topics, self.log.events, rate).start()
+    def feed(self, rate: float = FEED_RATE, events: list[GeneratedEvent] | None = None) -> Feeder:
+        """Produce ``events`` (default: the whole log) in the background; a later call goes on with
+        another part of the log (``at_fraction`` counts what the earlier ones sent)."""
+        if self.feeder is not None:
+            self.feeder.join()
+            self._acked_before += self.feeder.acked
+        self.feeder = Feeder(self.stack.bootstrap, self.topics, self.log.events if events is None else events,
+                             rate).start()  # fmt: skip
         return self.feeder
 
     def at_fraction(self, fraction: float) -> None:
         """Block until this fraction of the log is acknowledged by Kafka (observing meanwhile)."""
         n = int(len(self.log.events) * fraction)
         deadline = time.monotonic() + 300
-        while self.feeder.acked < n and not self.feeder.error:
+        while self._acked_before + self.feeder.acked < n and not self.feeder.error:
             assert time.monotonic() < deadline, f"feeder stuck at {self.feeder.acked}/{n}"
             self.observe()
             time.sleep(0.2)
@@ -358,15 +371,39 @@ class FaultRun:
             reasons[r] = reasons.get(r, 0) + 1
         return len(headers), len(sources), reasons
 
-    def compare(self, at: float | None = None) -> dict:
-        """Every live worker's /metrics at one instant vs the batch reference (counts of samples
-        missing, lost, double counted, extra: ``compare_with_reference``)."""
-        return compare_with_reference(self.live(), self.log.valid, settings_of(self.env), self.stack.bootstrap, at)
+    def offset_gaps(self) -> list[tuple[str, int, int, int]]:
+        """(topic, partition, first, last) of every source offset, inputs and health signals,
+        that no worker incarnation's agents received (the workers' debug offsets logs)."""
+        seen: dict[tuple[str, int], list[tuple[int, int]]] = {}
+        for w in self.workers:
+            path = w.workdir / OFFSETS_LOG
+            if path.exists():
+                for key, ranges in read_offsets_log(str(path)).items():
+                    seen.setdefault(key, []).extend(ranges)
+        ends = wait_for(lambda: self.positions(with_signals=True), timeout=60, message="end offsets")[0]
+        gaps = []
+        for (topic, partition), end in sorted(ends.items()):
+            nxt = 0
+            for a, b in sorted(seen.get((topic, partition), [])):
+                if a > nxt:
+                    gaps.append((topic, partition, nxt, a - 1))
+                nxt = max(nxt, b + 1)
+            if nxt < end:
+                gaps.append((topic, partition, nxt, end - 1))
+        return gaps
+
+    def compare(self, at: float | None = None, valid: list[dict] | None = None) -> dict:
+        """Every live worker's /metrics at one instant vs the batch reference over ``valid`` (default:
+        the whole log): counts of samples missing, lost, double counted, extra
+        (``compare_with_reference``)."""
+        valid = self.log.valid if valid is None else valid
+        return compare_with_reference(self.live(), valid, settings_of(self.env), self.stack.bootstrap, at)
 
     def verdict(self) -> dict:
         """Compare with the reference, print the scenario's figures, assert nothing lost or doubled."""
         self.assert_alive()
         diff = self.compare()
+        gaps = self.offset_gaps()
         dlq_messages, dlq_sources, reasons = self.deadletters()
         figures = {
             "produced": len(self.log.events),
@@ -378,6 +415,7 @@ class FaultRun:
             "samples_checked": diff["checked"],
             "lost": diff["missing"] + diff["lost"],
             "double_counted": diff["double"] + diff["extra"],
+            "offsets_not_received": sum(b - a + 1 for _, _, a, b in gaps),
             "recoveries": [(r.fault, round(r.ready_seconds, 1), round(r.caught_up_seconds, 1)) for r in self.recoveries],
             "seconds": time.monotonic() - self.started,
         }
@@ -387,9 +425,12 @@ class FaultRun:
             f"(reads seen incl. redeliveries {figures['reads']}), deduplicated {figures['deduplicated']} (log duplicates {self.log.duplicates}), "
             f"dead-lettered {dlq_sources} ({dlq_messages} DLQ messages, log invalid {self.log.invalid}), "
             f"lost {figures['lost']}, double counted {figures['double_counted']} "
-            f"({diff['checked']} samples checked); recovery: {rec}; {figures['seconds']:.0f}s"
+            f"({diff['checked']} samples checked); source offsets not received by an agent "
+            f"{figures['offsets_not_received']}; recovery: {rec}; {figures['seconds']:.0f}s"
         )
         assert diff["missing"] == diff["lost"] == diff["double"] == diff["extra"] == 0, diff
+        assert not gaps, f"source offsets no agent received: {gaps[:5]}"
+        assert self.counter("lost_to_retention") == 0
         assert dlq_sources == self.log.invalid, (dlq_sources, self.log.invalid, reasons)
         assert "processing_error" not in reasons, reasons
         self.assert_clean_logs()

@@ -11,11 +11,13 @@ metric team and priority (the series budget of docs/metrics.md).
 Events are dicts: {"id", "type", "time" (epoch seconds), "data": {...}}.
 Params (plain dict): bucket, volume_windows, windows, edges_first_response, edges_resolution,
 edges_handle, targets {priority: (first_reply_s | None, resolution_s | None)}, at_risk,
-calendars {team or "*": (tz, weekdays, "HH:MM", "HH:MM")}.
+calendars {team or "*": (tz, weekdays, "HH:MM", "HH:MM")}, ticket_retention (s, 0 or absent =
+tickets kept for good) and horizon (longest window + grace).
 """
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -61,11 +63,48 @@ def _lab(**kw):
     return frozenset(kw.items())
 
 
+_STATUS_OF = {"ticket.solved": "solved", "ticket.reopened": "open", "ticket.closed": "closed"}
+
+
+def _ends(life):
+    """A life may end when it has no ticket.created, or its latest status (events in (time, id)
+    order) is solved or closed."""
+    if not any(e["type"] == "ticket.created" for e in life):
+        return True
+    status = "new"
+    for e in life:
+        s = e["data"].get("status") if e["type"] == "ticket.status_changed" else _STATUS_OF.get(e["type"])
+        if s:
+            status = s
+    return status in ("solved", "closed")
+
+
 def compute(events, now, prm):
-    tickets = by_entity(sorted(first_deliveries(events), key=time_order), "ticket_id")
+    g = prm["bucket"]
+    log = sorted(first_deliveries(events), key=time_order)
+    # Lives (docs/metrics.md, Support, Retention): a solved/closed or incomplete ticket's life
+    # ends `ticket_retention` seconds after its newest event; a later event starts a new life,
+    # which replaces it (incomplete unless it has a ticket.created). Only a ticket's last life
+    # counts: an ended one is forgotten.
+    retention = prm.get("ticket_retention") or 0
+    tickets = {}
+    for tid, evs in by_entity(log, "ticket_id").items():
+        life = []
+        for e in evs:
+            if life and retention and e["time"] > max(x["time"] for x in life) + retention and _ends(life):
+                life = []
+            life.append(e)
+        tickets[tid] = life
+    # retained at now: open tickets, and the others until the cutoff a watermark at now gives
+    # (bucket_start(now - horizon)) passes the end of their life
+    kept_from = math.floor((now - prm.get("horizon", 0)) / g) * g
+
+    def retained(life):
+        return not retention or not _ends(life) or max(x["time"] for x in life) + retention >= kept_from
+
     out = Samples()
     put = out.put
-    in_window = window_test(now, prm["bucket"])
+    in_window = window_test(now, g)
 
     hist_obs = {}  # metric -> list of (labels dict, ts, value)
 
@@ -77,11 +116,12 @@ def compute(events, now, prm):
             if in_window(ts, w):
                 put(P + metric, _lab(**base, window=window_name(w)), 1)
 
-    put(P + "tickets_tracked", _lab(), len(tickets))
+    put(P + "tickets_tracked", _lab(), sum(1 for life in tickets.values() if retained(life)))
     for tid, evs in tickets.items():
         created = [e for e in evs if e["type"] == "ticket.created"]
         if not created:
-            put(P + "incomplete_tickets", _lab(), 1)
+            if retained(evs):
+                put(P + "incomplete_tickets", _lab(), 1)
             continue
         c = created[0]
         C = c["time"]

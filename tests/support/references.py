@@ -53,6 +53,7 @@ def support_params(cfg: Any, calendars: Mapping[str, tuple] | None = None) -> di
         edges_first_response=cfg.first_response_edges, edges_resolution=cfg.full_resolution_edges,
         edges_handle=cfg.handle_time_edges, at_risk=cfg.at_risk_fraction, calendars=dict(calendars or {}),
         targets={p: (t.first_reply_seconds, t.resolution_seconds) for p, t in cfg.sla_targets.items()},
+        ticket_retention=cfg.ticket_retention_seconds, horizon=cfg.horizon,
     )  # fmt: skip
 
 

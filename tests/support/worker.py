@@ -48,8 +48,14 @@ def worker_env(stack, app_id: str, *, topics: Mapping[str, str] | None = None, *
 
 
 def settings_of(env: dict[str, str]) -> Settings:
-    """The Settings a worker started with ``env`` reads."""
-    return Settings(**{k.removeprefix("STREAM_APP_").lower(): v for k, v in env.items() if k.startswith("STREAM_APP_")})
+    """The Settings a worker started with ``env`` reads (parsed as from the environment: JSON
+    values such as STREAM_APP_SUPPORT_SLA_TARGETS included)."""
+    from unittest import mock
+
+    mine = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_APP_")}
+    with mock.patch.dict(os.environ, {**mine, **{k: v for k, v in env.items() if k.startswith("STREAM_APP_")}},
+                         clear=True):  # fmt: skip
+        return Settings()
 
 
 class WorkerProcess:
@@ -72,7 +78,8 @@ class WorkerProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, ready_timeout: float = 90.0) -> WorkerProcess:
+    def start(self, ready_timeout: float = 90.0, *, wait: bool = True) -> WorkerProcess:
+        """Start the process; with ``wait`` (default) return once it answers /readyz."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "stream_app.cli", "worker"],
@@ -82,7 +89,8 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        self.wait_ready(ready_timeout)
+        if wait:
+            self.wait_ready(ready_timeout)
         return self
 
     def wait_ready(self, timeout: float) -> None:

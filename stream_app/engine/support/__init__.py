@@ -26,6 +26,7 @@ from .config import (
     DEFAULT_HANDLE_TIME_EDGES,
     DEFAULT_RESOLUTION_EDGES,
     DEFAULT_RESPONSE_EDGES,
+    DEFAULT_TICKET_RETENTION_SECONDS,
     PREFIX,
     RESOLVED,
     SLA_KINDS,
@@ -41,7 +42,9 @@ from .state import (
     apply,
     contributions,
     derive,
+    life_ends,
     requester_wait,
+    retention_until,
 )
 from .family import SupportFamily
 from .index import SupportIndex
@@ -53,6 +56,7 @@ __all__ = [
     "DEFAULT_HANDLE_TIME_EDGES",
     "DEFAULT_RESOLUTION_EDGES",
     "DEFAULT_RESPONSE_EDGES",
+    "DEFAULT_TICKET_RETENTION_SECONDS",
     "PREFIX",
     "RESOLVED",
     "SLA_KINDS",
@@ -68,5 +72,7 @@ __all__ = [
     "contributions",
     "default_sla_targets",
     "derive",
+    "life_ends",
     "requester_wait",
+    "retention_until",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 from stream_app.vocabulary import DEFAULT_SLA_TARGETS
 from stream_app.engine.labels import LabelGuard
-from stream_app.engine.windows import DEFAULT_BUCKET_SECONDS, check_windows
+from stream_app.engine.windows import DEFAULT_BUCKET_SECONDS, bucket_start, check_windows
 
 
 PREFIX = "stream_app_support_"
@@ -17,6 +17,7 @@ BASE_LABELS = ("team", "channel", "priority")
 RESOLVED = frozenset({"solved", "closed"})
 WAITING = frozenset({"new", "open", "on_hold"})  # requester wait: pending is excluded
 SLA_KINDS = ("first_reply", "resolution")
+DEFAULT_TICKET_RETENTION_SECONDS = 30 * 86400  # >= the health stage's 30-day look at solved tickets
 
 Contribution = tuple[str, tuple[str, ...], float | None, Any]
 
@@ -116,6 +117,10 @@ class SupportConfig:
     response_edges: tuple[float, ...] = DEFAULT_RESPONSE_EDGES
     resolution_edges: tuple[float, ...] = DEFAULT_RESOLUTION_EDGES
     handle_time_edges: tuple[float, ...] = DEFAULT_HANDLE_TIME_EDGES
+    # A solved/closed (or incomplete) ticket's life ends this long after its newest event: a later
+    # event starts a new life, and its state is deleted once the watermark cutoff passes that
+    # time. 0 = tickets are kept for good. At least max window + grace (see docs/metrics.md).
+    ticket_retention_seconds: int = DEFAULT_TICKET_RETENTION_SECONDS
 
     def __post_init__(self) -> None:
         self.volume_windows = check_windows(self.volume_windows, self.bucket_seconds)
@@ -124,6 +129,18 @@ class SupportConfig:
             raise ValueError("at_risk_fraction must be in (0, 1]")
         if self.grace_seconds < 0:
             raise ValueError("grace_seconds must be >= 0")
+        r = self.ticket_retention_seconds
+        if r < 0 or (r and r < self.horizon):
+            raise ValueError(
+                f"ticket_retention_seconds ({r}) must be 0 (keep) or at least the longest window "
+                f"plus grace ({self.horizon})"
+            )
+
+    def retained_from(self, now: float) -> float:
+        """Oldest retention time still retained when read at ``now``: the eviction cutoff a
+        watermark at ``now`` gives (an entity whose retention time is before it is gone, or may
+        be deleted any time)."""
+        return bucket_start(now - self.horizon, self.bucket_seconds)
 
     @property
     def max_window(self) -> int:

@@ -7,7 +7,7 @@ from typing import Any
 from stream_app.engine.family import Family
 
 from .config import Contribution, SupportConfig
-from .state import TicketState, account_signal, apply, contributions
+from .state import TicketState, account_signal, apply, contributions, retention_until
 from .index import SupportIndex
 
 
@@ -25,7 +25,7 @@ class SupportFamily(Family[TicketState, SupportConfig]):
         return state.to_dict()
 
     def apply(self, state: TicketState | None, event: Any) -> tuple[TicketState, bool]:
-        return apply(state, event)
+        return apply(state, event, self.config.ticket_retention_seconds)
 
     def contributions(self, state: TicketState) -> list[Contribution]:
         return contributions(state, self.config)
@@ -39,9 +39,7 @@ class SupportFamily(Family[TicketState, SupportConfig]):
     def account_signal(self, state: TicketState) -> dict | None:
         return account_signal(state, self.config)
 
-    def retention_until(self, state: TicketState) -> None:
-        """Tickets are never deleted: a ticket's state is kept for as long as its partition is,
-        solved and closed ones included (a reopen years later still finds its history). So
-        support state grows with every ticket ever seen; bounding it (expiry a set time after
-        solved/closed, a reopen after expiry handled) is planned, docs/state-store.md."""
-        return None
+    def retention_until(self, state: TicketState) -> float | None:
+        """A solved, closed or incomplete ticket's life ends ``ticket_retention_seconds`` after
+        its newest event (docs/metrics.md, Support, Retention); open tickets are kept."""
+        return retention_until(state, self.config.ticket_retention_seconds)

@@ -286,12 +286,15 @@ class SupportIndex(ContributionIndex):
             fam.add_metric(list(labels), self._oldest(labels))
         out.append(fam)
 
+        kept_from = self.cfg.retained_from(now) // self.cfg.bucket_seconds
         for name, key, doc in (
-            ("tickets_tracked", "tracked", "Ticket states held by this worker."),
+            ("tickets_tracked", "tracked", "Tickets retained: open ones, and solved/closed/incomplete ones "
+             "until their retention passes."),
             ("incomplete_tickets", "incomplete",
              "Tickets with events but no ticket.created yet: excluded from every other support metric."),
         ):
-            out.append(GaugeMetricFamily(PREFIX + name, doc, value=self._gauges[key].get((), 0)))
+            n = sum(v for (b,), v in self._gauges[key].items() if b is None or b >= kept_from)
+            out.append(GaugeMetricFamily(PREFIX + name, doc, value=n))
         dropped = CounterMetricFamily(
             PREFIX + "window_dropped_contributions",
             "Window contributions refused because their bucket was already evicted (too late).",

@@ -84,25 +84,54 @@ def _with(state: TicketState, attr: str, key: str, fact: list) -> TicketState:
     return new
 
 
-def apply(state: TicketState | None, event: Any) -> tuple[TicketState, bool]:
+def life_ends(state: TicketState) -> bool:
+    """Whether the ticket's life may end: it is solved or closed now (its status fact with the
+    latest event time, ties by id), or incomplete (no ticket.created)."""
+    if not state.created:
+        return True
+    if not state.statuses:
+        return False
+    latest = max(state.statuses.items(), key=lambda kv: (kv[1][0], kv[0]))
+    return latest[1][1] in RESOLVED
+
+
+def retention_until(state: TicketState, retention_seconds: float) -> float | None:
+    """When the ticket's life ends: ``retention_seconds`` after its newest event if it is solved,
+    closed or incomplete; None while it is open (or when retention is off, 0). Once the
+    watermark cutoff passes it the state may be deleted: an event that old is too late."""
+    if not retention_seconds or not life_ends(state):
+        return None
+    mx = state.max_ts()
+    return None if mx is None else mx + retention_seconds
+
+
+def apply(state: TicketState | None, event: Any, retention_seconds: float = 0) -> tuple[TicketState, bool]:
     """Record the facts of a ticket event. Pure: never mutates ``state``.
 
     ``event`` needs ``.id``, ``.type``, ``.ts`` (epoch seconds of the event time) and ``.data``
     (model or dict) as produced by ``stream_app.events.decode_event``.
     Returns ``(new_state, True)``, or ``(state, False)`` for a duplicate (event id already
     recorded): report those as duplicates and skip the index update.
+
+    With ``retention_seconds``, an event more than that after the newest event of a solved,
+    closed or incomplete ticket starts a new life: the new state holds this event only (a reopen
+    then makes an incomplete ticket; docs/metrics.md, Support, Retention).
     """
     etype = event.type
     data = event.data
     eid = str(event.id)
     ts = float(event.ts)
+    if state is not None:
+        if state.has_event(eid):
+            return state, False
+        until = retention_until(state, retention_seconds)
+        if until is not None and ts > until:
+            state = None  # the previous life ended: this event starts a new one
     if state is None:
         tid = _field(data, "ticket_id") or getattr(event, "subject", None)
         if not tid:
             raise ValueError("ticket event without ticket_id")
         state = TicketState(str(tid))
-    elif state.has_event(eid):
-        return state, False
 
     if etype == "ticket.created":
         fact = [
@@ -209,10 +238,14 @@ def requester_wait(created_ts: float, transitions: list[tuple[float, str]], unti
 
 def contributions(state: TicketState, cfg: SupportConfig) -> list[Contribution]:
     """Everything one ticket adds to the support aggregates (see docs/metrics.md)."""
-    out: list[Contribution] = [("tracked", (), None, 1)]
+    # Retained-ticket gauges carry the bucket of the ticket's retention time (None: kept), so a
+    # read at now leaves out tickets whose life ended long enough ago, deleted yet or not.
+    until = retention_until(state, cfg.ticket_retention_seconds)
+    kept = (None if until is None else int(until // cfg.bucket_seconds),)
+    out: list[Contribution] = [("tracked", kept, None, 1)]
     f = derive(state)
     if f is None:
-        out.append(("incomplete", (), None, 1))
+        out.append(("incomplete", kept, None, 1))
         return out
     C = f.created_ts
     lab = cfg.labels.labels(BASE_LABELS, (f.team, f.channel, f.priority))
