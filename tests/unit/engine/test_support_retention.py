@@ -142,7 +142,9 @@ def test_any_arrival_order_gives_the_same_lives():
 
 
 def ref_params_with_retention(c):
-    return support_params(c)
+    # the calendars in the reference's own form (team -> tz, weekdays, open, close)
+    cals = {team: (k.timezone, k.weekdays, k.open, k.close) for team, k in c.calendars.items()}
+    return support_params(c, cals)
 
 
 def test_hand_worked_scenario_equals_the_reference():
