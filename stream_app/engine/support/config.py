@@ -104,7 +104,7 @@ DEFAULT_HANDLE_TIME_EDGES = (60, 300, 600, 1800, 3600, 7200, 14400)
 # Support depth: few edges, the series budget. Touches: 1 = one-touch, 2 = two-touch, above = multi.
 DEFAULT_TOUCH_EDGES = (0, 1, 2)
 DEFAULT_REASSIGNMENT_EDGES = (0, 1, 2, 3)
-DEFAULT_STATUS_TIME_EDGES = (3600, 14400, 86400, 259200, 604800)  # on-hold / pending time
+DEFAULT_STATUS_TIME_EDGES = (0, 3600, 14400, 86400, 259200, 604800)  # on-hold / pending time; 0: never
 # Backlog age: a ticket not solved/closed is counted in every threshold its age (now - created,
 # by the read time) is above.
 DEFAULT_BACKLOG_AGE_SECONDS = (86400, 259200, 604800)

@@ -101,9 +101,9 @@ def test_hand_worked_depth():
     n, total, le = hist(s, "reassignments", "t1", "normal")
     assert (n, total, le["0.0"], le["1.0"], le["+Inf"]) == (2, 1, 1, 2, 2)
     n, total, le = hist(s, "on_hold_seconds", "t1", "normal")
-    assert (n, total, le["3600.0"], le["14400.0"]) == (2, 7200, 1, 2)
+    assert (n, total, le["0.0"], le["3600.0"], le["14400.0"]) == (2, 7200, 1, 1, 2)  # C never on hold
     n, total, le = hist(s, "agent_wait_seconds", "t1", "normal")
-    assert (n, total, le["3600.0"]) == (2, 3600, 2)
+    assert (n, total, le["0.0"], le["3600.0"]) == (2, 3600, 1, 2)  # pending exactly 3600 s: le=3600
     # B moved to t1: its series are t1 high; one touch (one-touch), one reassignment (team change)
     assert hist(s, "agent_touches", "t1", "high")[:2] == (1, 1)
     assert hist(s, "agent_touches", "t1", "high")[2]["1.0"] == 1
