@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from .worker_process import WorkerProcess, worker_env
+from tests.support.worker import WorkerProcess, worker_env
 
 pytestmark = pytest.mark.integration
 
