@@ -308,13 +308,23 @@ class KafkaBroker(Service):
             super().start()
         except StackError as exc:
             # Auto-picked ports can be taken between picking and binding: retry once on fresh ones.
-            if not (self._auto_ports and "Address already in use" in str(exc)):
+            # The excerpt in the error may show only the first fatal line; the bind failure
+            # ("Address already in use") can be further down the log.
+            if not (self._auto_ports and self._port_was_taken(exc)):
                 raise
             shutil.rmtree(self.data_dir, ignore_errors=True)
             self.port, self.controller_port = free_ports(2)
             self._pick_sasl_ports()
             super().start()
         return self
+
+    def _port_was_taken(self, exc: StackError) -> bool:
+        if "Address already in use" in str(exc):
+            return True
+        try:
+            return b"Address already in use" in self.log_path.read_bytes()
+        except OSError:
+            return False
 
     # topic admin ---------------------------------------------------------
     def create_topics(
