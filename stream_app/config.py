@@ -227,6 +227,15 @@ class Settings(BaseSettings):
         "watermark passes that point plus the longest window and grace. 0 = keep every ticket for good. At "
         "least the longest support window + grace; 30 d covers customer health's look at solved tickets.",
     )
+    revenue_account_retention_seconds: int = Field(
+        730 * 86400,
+        ge=0,
+        description="An account not paying at the end of its timeline (churned, or purchases only) is forgotten "
+        "this long after its newest fact: a later event starts a new life (a return counts as new, not as a "
+        "reactivation) and the lifetime purchase gauges drop it. Paying accounts are always kept. 0 = keep every "
+        "account that ever paid or purchased. At least the previous month plus the revenue horizon (64 d with "
+        "the defaults).",
+    )
     redis_eviction_policy: Literal["refuse", "warn"] = Field(
         "refuse",
         description="What a worker does at start when Redis' maxmemory-policy may evict keys (anything but "

@@ -438,6 +438,7 @@ def usage_board() -> dict:
         timeseries("Sessions per daily active user", [
             (f'sum({m}sessions_started{{window="24h"}}) / {au("24h")}', "sessions / DAU"),
         ], w=8),
+        *lifecycle_panels(m),
         row("Sessions ($window window)"),
         timeseries("Sessions started by client", [(f"sum by (client) ({m}sessions_started{{{cw}}})", "{{client}}")],
                    stack=True, w=8),
@@ -475,9 +476,38 @@ def usage_board() -> dict:
     ]
     return dashboard(
         "stream-app-usage", "stream_app / Product usage",
-        "DAU/WAU/MAU, stickiness, sessions and their duration, feature usage and adoption.",
+        "DAU/WAU/MAU, stickiness, lifecycle and power users, sessions and their duration, feature usage "
+        "and adoption.",
         panels, variables,
     )
+
+
+def lifecycle_panels(m: str) -> list[dict]:
+    """Usage board, issue #13 item 6: lifecycle (Amplitude) per UTC day / ISO week and the
+    power-user curve."""
+    statuses = "Statuses: new (first activity), current (active in the previous one too), resurrected " \
+               "(back after a gap), dormant (active in the previous one, not in this one)."
+    return [
+        row("Lifecycle and power users (UTC days, ISO weeks)"),
+        bargauge("Lifecycle today", [
+            (f'sum by (status) ({m}lifecycle_users{{period="current_day"}})', "{{status}}"),
+        ], w=6, description="Today so far (UTC). " + statuses),
+        bargauge("Lifecycle yesterday", [
+            (f'sum by (status) ({m}lifecycle_users{{period="previous_day"}})', "{{status}}"),
+        ], w=6, description=statuses),
+        bargauge("Lifecycle this week", [
+            (f'sum by (status) ({m}lifecycle_users{{period="current_week"}})', "{{status}}"),
+        ], w=6, description="Monday to now (UTC). " + statuses),
+        bargauge("Lifecycle last week", [
+            (f'sum by (status) ({m}lifecycle_users{{period="previous_week"}})', "{{status}}"),
+        ], w=6, description=statuses),
+        bargauge("Power-user curve, last 7 days", [
+            (f'sum by (days) ({m}power_users{{window="7d"}})', "{{days}} d"),
+        ], description="Users by the number of UTC days they were active among the last 7 (today included)."),
+        bargauge("Power-user curve, last 28 days", [
+            (f'sum by (days) ({m}power_users{{window="28d"}})', "{{days}} d"),
+        ], description="Users by the number of UTC days they were active among the last 28 (today included)."),
+    ]
 
 
 def revenue_board() -> dict:
@@ -521,6 +551,7 @@ def revenue_board() -> dict:
              steps=[("red", None), ("green", 0)]),
         timeseries("Movements by type (count)", [(f"sum by (movement) ({m}mrr_movements{{{mv}}})", "{{movement}}")],
                    w=8),
+        *churn_coming_panels(m, p, mv, per, money),
         row("Retention ($period)"),
         stat("Customer churn rate", [(churn_rate, "churn")], unit="percentunit", decimals=1,
              steps=[("green", None), ("orange", 0.03), ("red", 0.08)],
@@ -568,9 +599,60 @@ def revenue_board() -> dict:
     ]
     return dashboard(
         "stream-app-revenue", "stream_app / Revenue and retention",
-        "MRR, ARR, ARPA, MRR movements, churn, retention, NRR, renewals, trials and purchases.",
+        "MRR, ARR, ARPA, MRR movements, pending churn, churn by reason, failed payments, Quick Ratio, "
+        "retention, NRR, GRR, renewals, trials and purchases.",
         panels, variables, time_from="now-7d", refresh="1m",
     )
+
+
+def churn_coming_panels(m: str, p: str, mv: str, per: str, money: str) -> list[dict]:
+    """Revenue board, issue #13 item 5: churn that is coming (pending cancellations), why churn
+    happened (reason, failed payments) and the ratios built on the movements."""
+    pending = f"sum({m}pending_churn_mrr{{{p}}})"
+    gained = f'sum({m}mrr_movement_amount{{{mv}, movement=~"new|expansion|reactivation"}})'
+    lost = f'sum({m}mrr_movement_amount{{{mv}, movement=~"contraction|churn"}})'
+    start_mrr = f"sum({m}period_start_mrr{{{per}}})"
+    grr = (f"({start_mrr}\n   - sum({m}period_cohort_mrr_movement{{{per}, movement=~\"contraction|churn\"}}))\n"
+           f"  / {start_mrr}")
+    return [
+        row("Churn that is coming and why ($window window)"),
+        stat("Pending churn MRR", [(pending, "pending")], decimals=0, steps=[("green", None), ("orange", 1)],
+             description="MRR of paying subscriptions whose cancellation is scheduled but not yet effective "
+                         "(alert StreamAppRevenuePendingChurnHigh). " + money),
+        stat("Accounts with a pending cancellation", [(f"sum({m}pending_churn_accounts{{{p}}})", "accounts")]),
+        stat("Pending churn share of MRR", [(f"{pending}\n  / sum({m}mrr_reporting{{{p}}})", "share")],
+             unit="percentunit", decimals=1),
+        bargauge("Pending churn MRR by plan", [(f"sum by (plan) ({m}pending_churn_mrr{{{p}}})", "{{plan}}")],
+                 w=6, h=4),
+        bargauge("Churned MRR by reason", [(f"sum by (reason) ({m}churn_movement_amount{{{mv}}})", "{{reason}}")],
+                 w=6, h=4, description="voluntary, involuntary (failed payments), other (ended without a "
+                                       "cancellation, or a free plan). " + money),
+        stat("Quick Ratio", [(f"{gained}\n  / {lost}", "quick ratio")], decimals=2,
+             steps=[("red", None), ("orange", 1), ("green", 4)],
+             description="(new + expansion + reactivation) / (contraction + churn) MRR in the window."),
+        stat("Gross revenue retention ($period)", [(grr, "GRR")], unit="percentunit", decimals=1,
+             steps=[("red", None), ("orange", 0.8), ("green", 0.9)],
+             description="(start MRR - contraction - churn of the start cohort) / start MRR: NRR without expansion."),
+        stat("ASP (MRR per new account)", [
+            (f'sum({m}mrr_movement_amount{{{mv}, movement="new"}})\n  / sum({m}mrr_movements{{{mv}, movement="new"}})',
+             "ASP"),
+        ], decimals=2, description="Average selling price: MRR of the new accounts / new accounts. " + money),
+        stat("Mean time to churn", [
+            (f'sum({m}churn_tenure_seconds_sum{{{mv}}})\n  / sum({m}mrr_movements{{{mv}, movement="churn"}})', "tenure"),
+        ], unit="s", description="From an account's first payment to its churn, over the window's churns."),
+        stat("Payment recovery rate", [
+            (f"sum({m}recovered_payments{{{mv}}})\n  / sum({m}failed_payments{{{mv}}})", "recovered"),
+        ], unit="percentunit", decimals=1, description="Failed payments that later succeeded / failed payments."),
+        stat("Recovered revenue", [(f"sum({m}recovered_revenue{{{mv}}})", "recovered")], decimals=0,
+             description="Amount of failed payments that later succeeded. " + money),
+        timeseries("Churned MRR by reason over time", [
+            (f"sum by (reason) ({m}churn_movement_amount{{{mv}}})", "{{reason}}"),
+        ], stack=True),
+        timeseries("Failed and recovered payments", [
+            (f"sum({m}failed_payments{{{mv}}})", "failed"),
+            (f"sum({m}recovered_payments{{{mv}}})", "recovered"),
+        ]),
+    ]
 
 
 def voice_board() -> dict:

@@ -72,3 +72,29 @@ class Expiry:
 
     def __len__(self) -> int:
         return sum(len(k) for k in self._bucket_of.values())
+
+
+# --------------------------------------------------------------------------- retained-entity gauges
+#
+# ``*_tracked`` (and other gauges over whole entities) count an entity while it is *retained at
+# the read time*: until the cutoff a watermark at ``now`` would give (``bucket_start(now -
+# horizon)``) passes its retention time. An entity past that may still be held (deletion runs on
+# later events of its partition) or already deleted; the gauge is the same either way, so it does
+# not depend on when the worker got round to deleting it. Contributions carry the retention
+# bucket as their label (None: kept for good); the index sums the buckets still retained.
+
+
+def retention_bucket(until: float | None, bucket_seconds: int) -> int | None:
+    """The label a retained-entity contribution carries."""
+    return None if until is None else int(until // bucket_seconds)
+
+
+def retained_from_bucket(now: float, horizon: float, bucket_seconds: int) -> int:
+    """Buckets at or after this one are retained when read at ``now``."""
+    return int((now - horizon) // bucket_seconds)
+
+
+def count_retained(counts: dict, now: float, horizon: float, bucket_seconds: int) -> float:
+    """Sum of ``counts`` ({(retention bucket,): n}) retained at ``now``."""
+    first = retained_from_bucket(now, horizon, bucket_seconds)
+    return sum(n for (b, *_), n in counts.items() if b is None or b >= first)

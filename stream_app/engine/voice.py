@@ -28,6 +28,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from stream_app.engine.expiry import count_retained, retention_bucket
 from stream_app.engine.index import ContributionIndex
 from stream_app.engine.family import Family
 from stream_app.engine.labels import LabelGuard, LabelRule
@@ -240,7 +241,7 @@ def contributions(state: ResponseState, cfg: VoiceConfig) -> list[Contribution]:
     f = state.facts()
     lab = cfg.labels.labels(LABELS, (f.kind, f.category))
     out: list[Contribution] = [
-        ("tracked", (), None, 1),
+        ("tracked", (retention_bucket(retention_until(state, cfg), cfg.bucket_seconds),), None, 1),
         ("responses", lab, f.ts, 1),
         ("score", lab[:1], f.ts, f.normalized),
     ]
@@ -329,7 +330,7 @@ class VoiceIndex(ContributionIndex):
         g = cfg.bucket_seconds
         self._counts = {k: RollingCounter(cfg.windows, g) for k in _COUNTS}
         self._scores = {k: RollingHistogram(SCORE_EDGES[k], cfg.windows, g) for k in KINDS}
-        self._tracked = 0
+        self._tracked: dict[tuple, int] = {}  # (retention bucket,) -> responses
         self.dropped = 0  # contributions refused because their bucket was already evicted
 
     # -- updates ----------------------------------------------------------
@@ -347,7 +348,11 @@ class VoiceIndex(ContributionIndex):
                 ok = hist.observe(labels, ts, value, sign)
             return 0 if ok or k < 0 else k
         if name == "tracked":
-            self._tracked += k * value
+            n = self._tracked.get(labels, 0) + k * value
+            if n:
+                self._tracked[labels] = n
+            else:
+                self._tracked.pop(labels, None)
             return 0
         raise ValueError(f"unknown voice contribution {name!r}")
 
@@ -402,7 +407,9 @@ class VoiceIndex(ContributionIndex):
             value=cfg.min_responses,
         ))
         out.append(GaugeMetricFamily(
-            PREFIX + "responses_tracked", "Survey response states held by this worker.", value=self._tracked
+            PREFIX + "responses_tracked", "Survey responses retained by this worker (until their latest version "
+            "leaves the longest window + grace).",
+            value=count_retained(self._tracked, now, self.cfg.horizon, self.cfg.bucket_seconds),
         ))
         dropped = CounterMetricFamily(
             PREFIX + "window_dropped_contributions",

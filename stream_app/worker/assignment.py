@@ -150,7 +150,12 @@ class Assignment:
         try:
             async with self.lock:
                 with collector_paused():
+                    paused: set[str] = set()
                     for proc, partition in to_load:
+                        if self.debug_pause and proc.table not in paused:
+                            paused.add(proc.table)
+                            log.info("%s: recovery paused %.1fs (debug)", proc.table, self.debug_pause)
+                            await asyncio.sleep(self.debug_pause)
                         try:
                             items = await self.backend.read(proc.table, partition)
                         except Exception:  # noqa: BLE001 - not held: its events wait for the next owner

@@ -62,6 +62,7 @@ def revenue_config(settings: Settings, labels: LabelGuard) -> revenue.RevenueCon
         fx_rates={**revenue.DEFAULT_FX_RATES, **settings.revenue_fx_rates},
         minor_units={**revenue.DEFAULT_MINOR_UNITS, **settings.revenue_minor_units},
         trial_conversion_grace_seconds=settings.revenue_trial_conversion_grace_seconds,
+        account_retention_seconds=settings.revenue_account_retention_seconds,
         labels=labels,
     )
 

@@ -94,6 +94,70 @@ class _Account:
                 best = (key, plan)
         return paying, rep, (best[1] if best else None), native, unconv
 
+    def sub_paying_rep(self, evs, t):
+        """Reporting MRR of one subscription right after every change at or before ``t`` when it
+        pays then (0.0 without an FX rate), else None."""
+        prm = self.prm
+        start, end = self._interval(evs)
+        if start is None or start > t or (end is not None and end <= t):
+            return None
+        prices = [e for e in evs if e["type"] in PRICES and e["time"] <= t]
+        fulls = [e for e in evs if e["type"] in TERMS and e["time"] <= t]
+        price = prices[-1]["data"]
+        qty = fulls[-1]["data"].get("quantity", 1) if fulls else 1
+        if price["amount_minor"] * qty <= 0:
+            return None
+        cur = price["currency"]
+        monthly = price["amount_minor"] * qty / 10 ** prm["minor"].get(cur, prm["default_minor"])
+        if price["interval"] == "year":
+            monthly /= 12
+        return monthly * prm["fx"][cur] / prm["fx"][prm["reporting"]] if cur in prm["fx"] else 0.0
+
+    def pending(self, now):
+        """Reporting MRR of the subscriptions paying at ``now`` with a cancelled or ended event at
+        or before ``now`` (their end is still ahead), or None when there is none."""
+        amounts = [
+            r for evs in self.subs.values()
+            if (r := self.sub_paying_rep(evs, now)) is not None
+            and any(e["type"] in ("subscription.cancelled", "subscription.ended") and e["time"] <= now for e in evs)
+        ]
+        return sum(amounts) if amounts else None
+
+    def churn_reason(self, t):
+        """Why the account stopped paying at ``t``: over the subscriptions paying just before,
+        the reason of the cancellation that set each one's end (earliest by end, time, id) when
+        it ended at ``t``, else other; involuntary before voluntary before other."""
+        reasons = set()
+        for evs in self.subs.values():
+            before = max((x for x in self.change_points() if x < t), default=None)
+            if before is None or self.sub_paying_rep(evs, before) is None:
+                continue
+            _start, end = self._interval(evs)
+            reason = "other"
+            if end is not None and end <= t:
+                causes = sorted(
+                    (e["time"] if e["data"].get("effective_at") is None else e["data"]["effective_at"],
+                     e["time"], e["id"], e["data"].get("reason", "voluntary"))
+                    for e in evs if e["type"] == "subscription.cancelled"
+                )
+                causes = [c for c in causes if c[0] == end]
+                if causes:
+                    reason = causes[0][3]
+            reasons.add(reason)
+        return next(r for r in ("involuntary", "voluntary", "other") if r in reasons)
+
+    def change_points(self):
+        times = set()
+        for evs in self.subs.values():
+            start, end = self._interval(evs)
+            if start is None:
+                continue
+            times.add(start)
+            if end is not None:
+                times.add(end)
+            times.update(e["time"] for e in evs if e["type"] in PRICES)
+        return times
+
     def movements(self):
         times = set()
         for evs in self.subs.values():
@@ -146,12 +210,23 @@ def compute(events, now, prm):
             put(P + "paying_accounts", _lab(plan=plan or "other"), 1)
             put(P + "mrr_reporting", _lab(plan=plan or "other"), rep)
 
+        pending = a.pending(now)
+        if paying and pending is not None:
+            put(P + "pending_churn_accounts", _lab(plan=plan or "other"), 1)
+            put(P + "pending_churn_mrr", _lab(plan=plan or "other"), pending)
+
         mvs = a.movements()
+        first_paid = min((t for t, kind, _ in mvs if kind == "new"), default=None)
         for t, kind, amount in mvs:
             for w in prm["windows"]:
                 if in_window(t, w):
                     put(P + "mrr_movements", _lab(movement=kind, window=window_name(w)), 1)
                     put(P + "mrr_movement_amount", _lab(movement=kind, window=window_name(w)), amount)
+                    if kind == "churn":
+                        reason = a.churn_reason(t)
+                        put(P + "churn_movements", _lab(reason=reason, window=window_name(w)), 1)
+                        put(P + "churn_movement_amount", _lab(reason=reason, window=window_name(w)), amount)
+                        put(P + "churn_tenure_seconds_sum", _lab(window=window_name(w)), t - first_paid)
 
         for pname, (M, ended_by) in periods.items():
             s_pay, s_rep, *_ = a.state(lambda t, M=M: t < M)
@@ -207,6 +282,22 @@ def compute(events, now, prm):
             if any(e["data"]["status"] == "succeeded" for e in pe)
             and not any(e["data"]["status"] == "refunded" for e in pe)
         )
+        for pe in payments.values():
+            fails = [e["time"] for e in pe if e["data"]["status"] == "failed"]
+            if not fails:
+                continue
+            wins = sorted((e for e in pe if e["data"]["status"] == "succeeded" and e["time"] >= min(fails)),
+                          key=time_order)
+            for w in prm["windows"]:
+                if in_window(min(fails), w):
+                    put(P + "failed_payments", _lab(window=window_name(w)), 1)
+                if wins and in_window(wins[0]["time"], w):
+                    d = wins[0]["data"]
+                    put(P + "recovered_payments", _lab(window=window_name(w)), 1)
+                    if d["currency"] in prm["fx"]:
+                        amount = d["amount_minor"] / 10 ** prm["minor"].get(d["currency"], prm["default_minor"])
+                        put(P + "recovered_revenue", _lab(window=window_name(w)),
+                            amount * prm["fx"][d["currency"]] / prm["fx"][prm["reporting"]])
         if times:
             put(P + "purchasing_accounts", _lab(), 1)
         if len(times) > 1:

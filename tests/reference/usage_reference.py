@@ -37,7 +37,9 @@ def compute(events, now, prm):
     in_window = window_test(now, prm["bucket"])
 
     users = by_entity(log, "user_id")
-    put(P + "users_tracked", {}, len(users))
+    # retained at now: until the cutoff a watermark at now gives passes the user's newest event
+    kept_from = math.floor((now - prm.get("horizon", math.inf)) / prm["bucket"]) * prm["bucket"]
+    put(P + "users_tracked", {}, sum(1 for evs in users.values() if max(e["time"] for e in evs) >= kept_from))
 
     # distinct sets per (metric, labels, window)
     distinct = {}
@@ -90,6 +92,28 @@ def compute(events, now, prm):
                 lab = {"client": c if c in CLIENTS else "other"}
                 for e in sevs:
                     mark("client_active_users", lab, uid, e["time"], prm["active_windows"])
+
+    # lifecycle per UTC day and Monday-start week; power users over the last 7 / 28 UTC days
+    today = math.floor(now / 86400)
+    week = lambda day: (day + 3) // 7  # noqa: E731 - 1970-01-01 (day 0) was a Thursday
+    for uid, evs in users.items():
+        days = {math.floor(e["time"] / 86400) for e in evs if e["type"] in ACTIVITY}
+        if not days:
+            continue
+        for period, unit, p in (("current_day", lambda d: d, today), ("previous_day", lambda d: d, today - 1),
+                                ("current_week", week, week(today)), ("previous_week", week, week(today) - 1)):
+            active = {unit(d) for d in days}
+            if p in active:
+                status = "new" if unit(min(days)) == p else "current" if p - 1 in active else "resurrected"
+            elif p - 1 in active:
+                status = "dormant"
+            else:
+                continue
+            put(P + "lifecycle_users", {"period": period, "status": status}, 1)
+        for n in (7, 28):
+            k = len({d for d in days if today - n < d <= today})
+            if k:
+                put(P + "power_users", {"window": f"{n}d", "days": str(k)}, 1)
 
     for (metric, labels, w), members in distinct.items():
         put(P + metric, dict(labels, window=window_name(w)), len(members))

@@ -10,6 +10,8 @@ Params (plain dict): bucket (s), windows (s), min_responses.
 
 from __future__ import annotations
 
+import math
+
 from fractions import Fraction
 
 from .common import Samples, first_deliveries, window_name, window_test
@@ -60,7 +62,9 @@ def compute(events, now, prm):
     in_window = window_test(now, prm["bucket"])
 
     put(P + "min_responses", {}, prm["min_responses"])
-    put(P + "responses_tracked", {}, len(latest))
+    # retained at now: until the cutoff a watermark at now gives passes the latest version's time
+    kept_from = math.floor((now - prm.get("horizon", math.inf)) / prm["bucket"]) * prm["bucket"]
+    put(P + "responses_tracked", {}, sum(1 for e in latest.values() if e["time"] >= kept_from))
     for e in latest.values():
         kind = e["type"].split(".")[1]
         d = e["data"]

@@ -63,7 +63,7 @@ def usage_params(cfg: Any) -> dict:
     return dict(
         bucket=cfg.bucket_seconds, active_windows=cfg.active_windows, session_windows=cfg.session_windows,
         feature_windows=cfg.feature_windows, known_seconds=cfg.known_seconds, idle=cfg.idle_timeout_seconds,
-        adoption=cfg.adoption_seconds, edges=cfg.session_edges,
+        adoption=cfg.adoption_seconds, edges=cfg.session_edges, horizon=cfg.horizon,
     )  # fmt: skip
 
 
@@ -76,7 +76,7 @@ def revenue_params(cfg: Any) -> dict:
 
 
 def voice_params(cfg: Any) -> dict:
-    return dict(bucket=cfg.bucket_seconds, windows=cfg.windows, min_responses=cfg.min_responses)
+    return dict(bucket=cfg.bucket_seconds, windows=cfg.windows, min_responses=cfg.min_responses, horizon=cfg.horizon)
 
 
 def health_params(cfg: Any) -> dict:

@@ -201,7 +201,9 @@ class HealthIndex:
         same family objects as the previous read while no state changed and no counted score
         crossed its validity (treat them as read-only)."""
         r = self._read
-        if r is not None and r[0] == self.version and r[1] <= now < r[2]:
+        # Same states and the same instant read the same values, even when a score's edge is
+        # right at ``now`` (validity ends at ``now``: judged again at the next later read).
+        if r is not None and r[0] == self.version and (r[1] == now or r[1] <= now < r[2]):
             return r[3]
         self._advance(now)
         families = self._families()

@@ -53,6 +53,9 @@ class RevenueConfig:
     trial_conversion_grace_seconds: float = 3 * DAY  # conversions up to trial end + this count
     signal_window_seconds: float = 30 * DAY  # account_signal: contraction look-back, renewal look-ahead
     labels: LabelGuard = field(default_factory=LabelGuard)  # needs rules for plan and currency
+    # An account not paying (at the end of its timeline) is forgotten this long after its newest
+    # fact (a later event starts a new life); 0 = keep every account that ever paid or purchased.
+    account_retention_seconds: int = 0
 
     def __post_init__(self) -> None:
         self.windows = check_windows(self.windows, self.bucket_seconds)
@@ -73,6 +76,10 @@ class RevenueConfig:
             self.fx_rates = {**self.fx_rates, rep: 1.0}
         base = self.fx_rates[rep]
         self._to_rep = {c: r / base for c, r in self.fx_rates.items()}
+        r = self.account_retention_seconds
+        if r < 0 or (r and r < self.keep_seconds):
+            raise ValueError(f"account_retention_seconds ({r}) must be 0 (keep) or at least keep_seconds "
+                             f"({self.keep_seconds}: the previous month and the worker horizon)")  # fmt: skip
 
     @property
     def max_window(self) -> int:

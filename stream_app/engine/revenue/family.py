@@ -8,7 +8,7 @@ from stream_app.engine.family import Family
 
 from .config import Contribution, RevenueConfig
 from .state import AccountState, apply
-from .movements import account_signal, contributions, retention_until
+from .movements import account_signal, contributions, life_ended, retention_until
 from .index import RevenueIndex
 
 
@@ -26,6 +26,10 @@ class RevenueFamily(Family[AccountState, RevenueConfig]):
         return state.to_dict()
 
     def apply(self, state: AccountState | None, event: Any) -> tuple[AccountState, bool]:
+        # An event after the end of a (not paying) account's life starts a new life
+        # (account_retention_seconds, see retention_until).
+        if state is not None and not state.has_event(str(event.id)) and life_ended(state, self.config, float(event.ts)):
+            state = None
         # Compaction keeps what the configured windows need.
         return apply(state, event, keep_seconds=self.config.keep_seconds)
 

@@ -7,6 +7,7 @@ import heapq
 import math
 from collections.abc import Mapping
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from stream_app.engine.expiry import retained_from_bucket
 from stream_app.engine.index import ContributionIndex
 from stream_app.engine.windows import RollingCounter, window_label
 
@@ -21,7 +22,7 @@ from .config import (
     month_start,
 )
 from .state import AccountState
-from .movements import contributions
+from .movements import REASONS, contributions
 
 
 # --------------------------------------------------------------------------- index
@@ -112,17 +113,20 @@ class RevenueIndex(ContributionIndex):
         cfg = self.cfg
         self._mv = RollingCounter(cfg.windows, cfg.bucket_seconds)
         self._mva = RollingCounter(cfg.windows, cfg.bucket_seconds)
+        self._wc = RollingCounter(cfg.windows, cfg.bucket_seconds)  # churn by reason, payments
+        self._wa = RollingCounter(cfg.windows, cfg.bucket_seconds)
         self._base = StepStore()
         self._pc = StepStore()
         self._pm: dict[tuple, int] = {}
         self._gauges: dict[tuple, int] = {}
-        self._seen: dict[str, set] = {"mrr": set(), "paying": set(), "rep": set(), "unconv": set()}
+        self._seen: dict[str, set] = {"mrr": set(), "paying": set(), "rep": set(), "unconv": set(),
+                                      "pending": set(), "pending_rep": set()}
         self.dropped = 0
 
     def _apply(self, c: Contribution, k: int) -> int:
         name, key, ts, value = c
-        if name in ("mv", "mva"):
-            store = self._mv if name == "mv" else self._mva
+        if name in ("mv", "mva", "wc", "wa"):
+            store = {"mv": self._mv, "mva": self._mva, "wc": self._wc, "wa": self._wa}[name]
             return 0 if store.add(key, ts, k * value) or k < 0 else k
         if name == "base":
             self._base.add(key, ts, k * value)
@@ -142,7 +146,7 @@ class RevenueIndex(ContributionIndex):
         return contributions(state, self.cfg)
 
     def _evict(self, cutoff_ts: float) -> int:
-        return self._mv.evict(cutoff_ts) + self._mva.evict(cutoff_ts)
+        return sum(c.evict(cutoff_ts) for c in (self._mv, self._mva, self._wc, self._wa))
 
     # -- exposition -------------------------------------------------------
     def _valid_until(self, now: float) -> float:
@@ -167,6 +171,11 @@ class RevenueIndex(ContributionIndex):
         state_gauge("rep", "mrr_reporting", "MRR now in the reporting currency (static FX), by the "
                     "account's primary plan. ARR = 12 x this.", ("plan",), _mrr)
         state_gauge("paying", "paying_accounts", "Accounts with MRR > 0 now, by primary plan.", ("plan",))
+        state_gauge("pending", "pending_churn_accounts", "Accounts paying now with a cancellation scheduled "
+                    "but not yet effective, by primary plan.", ("plan",))
+        state_gauge("pending_rep", "pending_churn_mrr", "MRR now (reporting currency) of the paying "
+                    "subscriptions with a cancellation scheduled but not yet effective, by the account's "
+                    "primary plan.", ("plan",), _mrr)
         state_gauge("unconv", "unconverted_subscriptions", "Active paying subscriptions whose currency "
                     "has no FX rate (left out of reporting-currency values).", ("currency",))
         info = GaugeMetricFamily(PREFIX + "reporting_currency_info", "Reporting currency of the "
@@ -186,6 +195,32 @@ class RevenueIndex(ContributionIndex):
                 f1.add_metric([mv, window_label(w)], cnt[w].get((mv,), 0))
                 f2.add_metric([mv, window_label(w)], _mrr(amt[w].get((mv,), 0)))
         out += [f1, f2]
+        wc = self._wc.windows_at(now)
+        wa = self._wa.windows_at(now)
+        f3 = GaugeMetricFamily(PREFIX + "churn_movements", "Churn movements in the window by reason "
+                               "(the cancellation's; involuntary = failed payments).", labels=["reason", "window"])
+        f4 = GaugeMetricFamily(PREFIX + "churn_movement_amount", "MRR lost by churn in the window, by reason "
+                               "(reporting currency).", labels=["reason", "window"])
+        for reason in REASONS:
+            for w in cfg.windows:
+                f3.add_metric([reason, window_label(w)], wc[w].get(("churn", reason), 0))
+                f4.add_metric([reason, window_label(w)], _mrr(wa[w].get(("churn", reason), 0)))
+        out += [f3, f4]
+        for name, key, doc, conv in (
+            ("churn_tenure_seconds_sum", "tenure", "Seconds from each churned account's first payment "
+             "to its churn, summed over the churn movements in the window (time to churn = this / "
+             "churn movements).", lambda v: v / 1000),
+            ("failed_payments", "failed", "Payment ids whose earliest failed attempt is in the window.", int),
+            ("recovered_payments", "recovered", "Failed payments that later succeeded, by the time of "
+             "the success.", int),
+            ("recovered_revenue", "recovered", "Amount of the recovered payments in the reporting currency "
+             "(major units).", lambda v: v / NANO),
+        ):
+            store = wa if name in ("churn_tenure_seconds_sum", "recovered_revenue") else wc
+            fam = GaugeMetricFamily(PREFIX + name, doc, labels=["window"])
+            for w in cfg.windows:
+                fam.add_metric([window_label(w)], conv(store[w].get((key,), 0)))
+            out.append(fam)
 
         # calendar-month periods
         m_cur = month_index(now)
@@ -235,18 +270,26 @@ class RevenueIndex(ContributionIndex):
                 fam.add_metric([pname, mv], vals[pname]["cohort:" + mv])
         out.append(fam)
 
-        life = {k[1][0]: v for k, v in self._gauges.items() if k[0] == "life"}
+        first = retained_from_bucket(now, cfg.horizon, cfg.bucket_seconds)  # retained-entity gauges
+        life: dict[str, int] = {}
+        tracked = 0
+        for (name, key), v in self._gauges.items():
+            if key[-1] is not None and key[-1] < first:
+                continue  # the account's retention passed: gone, or deleted any time now
+            if name == "life":
+                life[key[0]] = life.get(key[0], 0) + v
+            elif name == "tracked":
+                tracked += v
         for name, key, doc, conv in (
-            ("purchasing_accounts", "purchasing", "Accounts held with >= 1 purchase (succeeded, "
+            ("purchasing_accounts", "purchasing", "Accounts retained with >= 1 purchase (succeeded, "
              "not refunded payment).", int),
-            ("repeat_purchasing_accounts", "repeat", "Accounts held with >= 2 purchases.", int),
+            ("repeat_purchasing_accounts", "repeat", "Accounts retained with >= 2 purchases.", int),
             ("purchase_gaps", "gaps", "Gaps between consecutive purchases of an account, summed over accounts.", int),
             ("purchase_gap_seconds_sum", "gap_ms", "Total seconds between consecutive purchases "
              "(mean time between purchases = this / purchase_gaps).", lambda v: v / 1000),
         ):
             out.append(GaugeMetricFamily(PREFIX + name, doc, value=conv(life.get(key, 0))))
-        out.append(GaugeMetricFamily(PREFIX + "accounts_tracked", "Account states held by this worker.",
-                                     value=self._gauges.get(("tracked", ()), 0)))
+        out.append(GaugeMetricFamily(PREFIX + "accounts_tracked", "Accounts retained by this worker.", value=tracked))
         dropped = CounterMetricFamily(PREFIX + "window_dropped_contributions", "Window contributions "
                                       "refused because their bucket was already evicted (too late).")
         dropped.add_metric([], self.dropped)

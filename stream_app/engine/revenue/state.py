@@ -27,7 +27,9 @@ from .config import DAY, DEFAULT_KEEP_SECONDS, _ts
 #    "subs": {sub: {"st": earliest terms ts, "pt": [ts, id, amount, currency, interval] latest price,
 #                   "ft": [ts, id, plan, quantity] latest full terms, "end": earliest end,
 #                   "fp": earliest ts of a positive price, "dn": [notice ts, id, due_at] latest
-#                   renewal notice, "lr": latest renewed ts}}}
+#                   renewal notice, "lr": latest renewed ts,
+#                   "ec": [end, ts, id, reason] earliest cancellation (absent before v2 of this
+#                   catalogue: its churn then counts as "other")}}}
 
 
 @dataclass(slots=True)
@@ -106,6 +108,10 @@ def _fold(snap: dict, eid: str, f: list) -> None:
     elif kind in ("x", "e"):
         end = ts if kind == "e" or f[4] is None else f[4]
         s["end"] = end if s.get("end") is None else min(s["end"], end)
+        if kind == "x":  # the churn reason: earliest cancellation by (end, time, id)
+            cause = [end, ts, eid, f[3]]
+            if s.get("ec") is None or cause < s["ec"]:
+                s["ec"] = cause
     elif kind == "d":
         if _lt(s.get("dn"), [ts, eid]):
             s["dn"] = [ts, eid, f[3]]

@@ -9,7 +9,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 from stream_app.vocabulary import DEFAULT_SLA_TARGETS
 from stream_app.engine.labels import LabelGuard
-from stream_app.engine.windows import DEFAULT_BUCKET_SECONDS, bucket_start, check_windows
+from stream_app.engine.windows import DEFAULT_BUCKET_SECONDS, check_windows
 
 
 PREFIX = "stream_app_support_"
@@ -148,12 +148,6 @@ class SupportConfig:
                 f"ticket_retention_seconds ({r}) must be 0 (keep) or at least the longest window "
                 f"plus grace ({self.horizon})"
             )
-
-    def retained_from(self, now: float) -> float:
-        """Oldest retention time still retained when read at ``now``: the eviction cutoff a
-        watermark at ``now`` gives (an entity whose retention time is before it is gone, or may
-        be deleted any time)."""
-        return bucket_start(now - self.horizon, self.bucket_seconds)
 
     @property
     def max_window(self) -> int:

@@ -19,6 +19,7 @@ from prometheus_client.core import (
 )
 from stream_app.engine.clocks import Clocks, after
 from stream_app.engine.index import ContributionIndex
+from stream_app.engine.expiry import count_retained
 from stream_app.engine.windows import RollingCounter, RollingHistogram, window_label
 
 from .config import BASE_LABELS, Contribution, PREFIX
@@ -362,14 +363,14 @@ class SupportIndex(ContributionIndex):
             fam.add_metric(list(labels), self._oldest(labels))
         out.append(fam)
 
-        kept_from = self.cfg.retained_from(now) // self.cfg.bucket_seconds
+        cfg = self.cfg
         for name, key, doc in (
             ("tickets_tracked", "tracked", "Tickets retained: open ones, and solved/closed/incomplete ones "
              "until their retention passes."),
             ("incomplete_tickets", "incomplete",
              "Tickets with events but no ticket.created yet: excluded from every other support metric."),
         ):
-            n = sum(v for (b,), v in self._gauges[key].items() if b is None or b >= kept_from)
+            n = count_retained(self._gauges[key], now, cfg.horizon, cfg.bucket_seconds)
             out.append(GaugeMetricFamily(PREFIX + name, doc, value=n))
         dropped = CounterMetricFamily(
             PREFIX + "window_dropped_contributions",

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 from stream_app.engine.fields import field as _field
 
+from stream_app.engine.expiry import retention_bucket
+
 from .config import BASE_LABELS, Contribution, ON_HOLD, PENDING, RESOLVED, SupportConfig, WAITING
 
 
@@ -257,8 +259,7 @@ def contributions(state: TicketState, cfg: SupportConfig) -> list[Contribution]:
     """Everything one ticket adds to the support aggregates (see docs/metrics.md)."""
     # Retained-ticket gauges carry the bucket of the ticket's retention time (None: kept), so a
     # read at now leaves out tickets whose life ended long enough ago, deleted yet or not.
-    until = retention_until(state, cfg.ticket_retention_seconds)
-    kept = (None if until is None else int(until // cfg.bucket_seconds),)
+    kept = (retention_bucket(retention_until(state, cfg.ticket_retention_seconds), cfg.bucket_seconds),)
     out: list[Contribution] = [("tracked", kept, None, 1)]
     f = derive(state)
     if f is None:

@@ -14,6 +14,12 @@ DAY = 86400
 SIGNAL_SESSION_SECONDS = 7 * DAY
 SIGNAL_FEATURE_SECONDS = 30 * DAY
 DEFAULT_SESSION_EDGES = (60, 300, 600, 1800, 3600, 7200, 14400, 28800)
+#: Usage lifecycle (Amplitude) per UTC calendar day and ISO week (Monday start), and the
+#: power-user curve over the last 7 / 28 UTC days: statuses, periods, curves.
+LIFECYCLE_STATUSES = ("new", "current", "resurrected", "dormant")
+LIFECYCLE_PERIODS = ("current_day", "previous_day", "current_week", "previous_week")
+POWER_DAYS = (7, 28)
+ACTIVE_DAYS_KEPT = max(POWER_DAYS)  # active days kept per user, counting its newest event's day
 
 SIGNED_UP = "activity.signed_up"
 LOGIN = "activity.login"

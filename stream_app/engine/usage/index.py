@@ -13,11 +13,12 @@ from prometheus_client.core import (
     Metric,
 )
 from stream_app.engine.clocks import Clocks, after
+from stream_app.engine.expiry import count_retained
 from stream_app.engine.index import ContributionIndex
 from stream_app.engine.windows import RollingCounter, RollingHistogram, window_label
 
-from .config import Contribution, PREFIX
-from .state import UserState, contributions
+from .config import DAY, LIFECYCLE_PERIODS, LIFECYCLE_STATUSES, POWER_DAYS, Contribution, PREFIX
+from .state import UserState, contributions, week_of
 
 
 # --------------------------------------------------------------------------- index
@@ -104,7 +105,9 @@ class UsageIndex(ContributionIndex):
             for s in (*self._counters.values(), self._duration, self._clocks.ended)
         ]
         self._seen_open: set[tuple] = set()
-        self._tracked = 0
+        # ("lifecycle", (kind, index, status)) / ("power", (n, first day, last day, k)) -> users
+        self._calendar: dict[tuple, int] = {}
+        self._tracked: dict[tuple, int] = {}  # (retention bucket,) -> users
         self.dropped = 0
 
     # -- updates ----------------------------------------------------------
@@ -124,7 +127,19 @@ class UsageIndex(ContributionIndex):
             self._seen_open.add(labels)
             return 0
         if name == "tracked":
-            self._tracked += k * value
+            n = self._tracked.get(labels, 0) + k * value
+            if n:
+                self._tracked[labels] = n
+            else:
+                self._tracked.pop(labels, None)
+            return 0
+        if name in ("lifecycle", "power"):
+            key = (name, labels)
+            n = self._calendar.get(key, 0) + k * value
+            if n:
+                self._calendar[key] = n
+            else:
+                self._calendar.pop(key, None)
             return 0
         raise ValueError(f"unknown usage contribution {name!r}")
 
@@ -141,7 +156,8 @@ class UsageIndex(ContributionIndex):
         return [self._clocks]
 
     def _valid_until(self, now: float) -> float:
-        return min(self._duration.next_edge(now), self._clocks.next_change())
+        # lifecycle and power users move to the next UTC day at midnight
+        return min(self._duration.next_edge(now), self._clocks.next_change(), (now // DAY + 1) * DAY)
 
     def _collect(self, now: float) -> list[Metric]:
         """Prometheus metric families read at wall-clock ``now`` (epoch seconds)."""
@@ -188,8 +204,38 @@ class UsageIndex(ContributionIndex):
             fam.add_metric(list(labels), clocks.open.get(labels, 0))
         out.append(fam)
 
-        out.append(GaugeMetricFamily(PREFIX + "users_tracked", "User states held by this worker.",
-                                     value=self._tracked))
+        day = int(now // DAY)
+        periods = {"current_day": ("day", day), "previous_day": ("day", day - 1),
+                   "current_week": ("week", week_of(day)), "previous_week": ("week", week_of(day) - 1)}
+        cal = self._calendar
+        fam = GaugeMetricFamily(
+            PREFIX + "lifecycle_users",
+            "Users by lifecycle status in the UTC day / ISO week: new (first activity in it), current "
+            "(active in it and the one before), resurrected (active in it, not the one before, not new), "
+            "dormant (active the one before, not in it).", labels=("period", "status"),
+        )
+        for period in LIFECYCLE_PERIODS:
+            kind, idx = periods[period]
+            for status in LIFECYCLE_STATUSES:
+                fam.add_metric([period, status], cal.get(("lifecycle", (kind, idx, status)), 0))
+        out.append(fam)
+        fam = GaugeMetricFamily(
+            PREFIX + "power_users",
+            "Power-user curve: users by the number of UTC days they were active among the last 7 / 28 "
+            "days (today included).", labels=("window", "days"),
+        )
+        curve = {(n, k): 0 for n in POWER_DAYS for k in range(1, n + 1)}
+        for (name, key), users in cal.items():
+            if name == "power" and key[1] <= day <= key[2]:
+                curve[(key[0], key[3])] += users
+        for (n, k), users in curve.items():
+            fam.add_metric([f"{n}d", str(k)], users)
+        out.append(fam)
+
+        cfg = self.cfg
+        out.append(GaugeMetricFamily(PREFIX + "users_tracked", "Users retained by this worker (until their newest "
+                                     "event leaves the known-users window + grace).",
+                                     value=count_retained(self._tracked, now, cfg.horizon, cfg.bucket_seconds)))
         dropped = CounterMetricFamily(
             PREFIX + "window_dropped_contributions",
             "Window contributions refused because their bucket was already evicted (too late).",

@@ -4,6 +4,7 @@ aggregates and to customer health."""
 from __future__ import annotations
 
 import base64
+import bisect
 import hashlib
 import math
 from collections.abc import Mapping
@@ -11,11 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from stream_app.engine.fields import field as _field
 
+from stream_app.engine.expiry import retention_bucket
 from .config import (
+    ACTIVE_DAYS_KEPT,
     ACTIVITY_TYPES,
+    DAY,
     Contribution,
     FEATURE_USED,
     LOGIN,
+    POWER_DAYS,
     LOGOUT,
     SIGNAL_FEATURE_SECONDS,
     SIGNAL_SESSION_SECONDS,
@@ -52,6 +57,8 @@ class UserState:
     features: feature -> last use time (at most max_features_per_user, the most recent)
     clients:  client letter -> last event time of a session logged in from that client
     recent:   [[ts, short_hash(event id)], ...] of the user's newest events, newest first
+    days:     UTC days (epoch day numbers, sorted) with qualifying activity, the last
+              ACTIVE_DAYS_KEPT days up to the newest event's day (lifecycle, power users)
     """
 
     account: list | None = None
@@ -62,6 +69,7 @@ class UserState:
     features: dict[str, int] = field(default_factory=dict)
     clients: dict[str, int] = field(default_factory=dict)
     recent: list[list] = field(default_factory=list)
+    days: list[int] = field(default_factory=list)
 
     def has_event(self, event_id: str) -> bool:
         """True if ``event_id`` is one of the user's newest events (a redelivery). Older events
@@ -99,6 +107,8 @@ class UserState:
         if self.clients:
             out["c"] = {k: m - t for k, t in self.clients.items()}
         out["r"] = [[m - t, h] for t, h in self.recent]
+        if self.days:
+            out["d"] = [m // DAY - d for d in self.days]
         return out
 
     @classmethod
@@ -118,6 +128,7 @@ class UserState:
             features={k: m - t for k, t in d.get("f", {}).items()},
             clients={k: m - t for k, t in d.get("c", {}).items()},
             recent=[[m - t, h] for t, h in d.get("r", [])],
+            days=sorted(m // DAY - x for x in d.get("d", [])),
         )
 
 
@@ -154,7 +165,7 @@ def apply(state: UserState | None, event: Any, cfg: UsageConfig | None = None) -
         return state, False
     new = UserState(
         state.account, state.signup, state.first_active, state.last_active,
-        dict(state.sessions), dict(state.features), dict(state.clients), state.recent,
+        dict(state.sessions), dict(state.features), dict(state.clients), state.recent, state.days,
     )
     recent = state.recent + [[ts, h]]
     recent.sort(key=lambda r: (r[0], r[1]), reverse=True)
@@ -170,6 +181,8 @@ def apply(state: UserState | None, event: Any, cfg: UsageConfig | None = None) -
     else:
         new.first_active = ts if new.first_active is None else min(new.first_active, ts)
         new.last_active = ts if new.last_active is None else max(new.last_active, ts)
+        if ts // DAY not in new.days:
+            new.days = sorted([*new.days, ts // DAY])
         sid = _field(data, "session_id")
         if sid:
             _touch_session(new, short_hash(str(sid)), ts, etype, data)
@@ -218,6 +231,9 @@ def _prune(new: UserState, cfg: UsageConfig) -> None:
     th = m - cfg.client_keep
     if any(t < th for t in new.clients.values()):
         new.clients = {c: t for c, t in new.clients.items() if t >= th}
+    th = m // DAY - ACTIVE_DAYS_KEPT + 1
+    if new.days and new.days[0] < th:
+        new.days = [d for d in new.days if d >= th]
 
 
 # --------------------------------------------------------------------------- contributions
@@ -232,7 +248,8 @@ def session_client(code: str) -> str | None:
 
 def contributions(state: UserState, cfg: UsageConfig) -> list[Contribution]:
     """Everything one user adds to the usage aggregates (see docs/metrics.md)."""
-    out: list[Contribution] = [("tracked", (), None, 1)]
+    # retained-entity gauge: the user counts until its retention time (stream_app.engine.expiry)
+    out: list[Contribution] = [("tracked", (retention_bucket(retention_until(state, cfg), cfg.bucket_seconds),), None, 1)]
     m = state.max_ts()
     if m is None:
         return out
@@ -264,6 +281,8 @@ def contributions(state: UserState, cfg: UsageConfig) -> list[Contribution]:
         else:
             out.append(("session_clock", lab, None, (first, last)))  # judged at collect(now)
 
+    out += _lifecycle(state, m)
+
     per = {}
     for name, t in state.features.items():
         out.append(("feature_pairs", (), t, 1))
@@ -272,6 +291,55 @@ def contributions(state: UserState, cfg: UsageConfig) -> list[Contribution]:
             per[lab] = t
     for lab, t in per.items():
         out.append(("feature_users", lab, t, 1))
+    return out
+
+
+def week_of(day: int) -> int:
+    """ISO week (Monday start) of an epoch day number (1970-01-01, day 0, was a Thursday)."""
+    return (day + 3) // 7
+
+
+def _status(active: bool, active_before: bool, first: bool) -> str | None:
+    if active:
+        return "new" if first else "current" if active_before else "resurrected"
+    return "dormant" if active_before else None
+
+
+def _lifecycle(state: UserState, m: int) -> list[Contribution]:
+    """Lifecycle status of the user per day and week, and its active-day counts, for the days a
+    read at ``now >= m`` can ask about: today is the newest event's day ``A`` or later, so the
+    periods around ``A`` (a later period has nothing but "dormant" right after the last active
+    one) and power-curve days ``A .. A + 27`` (afterwards the user counts no active day)."""
+    if not state.days or state.first_active is None:
+        return []
+    out: list[Contribution] = []
+    days = set(state.days)
+    a = m // DAY
+    first = state.first_active // DAY
+    for d in (a - 1, a, a + 1):
+        st = _status(d in days, d - 1 in days, d == first)
+        if st:
+            out.append(("lifecycle", ("day", d, st), None, 1))
+    weeks = {week_of(d) for d in days}
+    wa = week_of(a)
+    for w in (wa - 1, wa, wa + 1):
+        st = _status(w in weeks, w - 1 in weeks, w == week_of(first))
+        if st:
+            out.append(("lifecycle", ("week", w, st), None, 1))
+    # k(t) = active days in (t - n, t] for the days t = a .. a + n - 1 (days are all <= a), as
+    # runs of equal k: (n, first day, last day, k), so a user adds a few items, not 35
+    for n in POWER_DAYS:
+        run = None
+        for t in range(a, a + n):
+            k = len(state.days) - bisect.bisect_right(state.days, t - n)
+            if run is not None and run[3] == k:
+                run[2] = t
+                continue
+            if run is not None and run[3]:
+                out.append(("power", tuple(run), None, 1))
+            run = [n, t, t, k]
+        if run is not None and run[3]:
+            out.append(("power", tuple(run), None, 1))
     return out
 
 

@@ -125,8 +125,10 @@ def _paying(sim: Simulation, acc: Account, t: float, plan: str, quiet_until: flo
             return
         t = period_end
         failures = 0
+        charge_id = None  # dunning retries the same charge (payment id): failed, then recovered
         while r.random() < (0.07 if failures == 0 else 0.4):
-            yield t, "subscription.payment", _payment(sim, acc, price, currency, "failed")
+            charge_id = charge_id or sim.new_id("pay")  # drawn when first used: same draws as before
+            yield t, "subscription.payment", _payment(sim, acc, price, currency, "failed", charge_id)
             failures += 1
             t += period / 30.0  # dunning retry a "day" later
             if failures == 3:
@@ -142,7 +144,7 @@ def _paying(sim: Simulation, acc: Account, t: float, plan: str, quiet_until: flo
                 }
                 acc.state = "churned"
                 return
-        yield t, "subscription.payment", _payment(sim, acc, price, currency, "succeeded")
+        yield t, "subscription.payment", _payment(sim, acc, price, currency, "succeeded", charge_id)
         t += r.uniform(0.5, 5.0)
         yield t, "subscription.renewed", {
             "account_id": acc.id,
@@ -168,10 +170,12 @@ def _sub_terms(
     }
 
 
-def _payment(sim: Simulation, acc: Account, amount: int, currency: str, status: str) -> dict[str, Any]:
+def _payment(
+    sim: Simulation, acc: Account, amount: int, currency: str, status: str, payment_id: str | None = None
+) -> dict[str, Any]:
     return {
         "account_id": acc.id,
-        "payment_id": sim.new_id("pay"),
+        "payment_id": payment_id or sim.new_id("pay"),
         "amount_minor": amount,
         "currency": currency,
         "status": status,

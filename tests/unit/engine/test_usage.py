@@ -152,6 +152,53 @@ def test_hand_worked_metrics():
     assert_same(s, ref.compute(as_dicts(scenario()), NOW, usage_params(cfg)))
 
 
+def test_lifecycle_and_power_users_by_utc_day_and_week():
+    """Issue #13 item 6, worked by hand. T0 is Monday 2024-01-01; read on Wednesday Jan 10 12:00:
+    current day Jan 10, previous Jan 9; current week Jan 8-14, previous Jan 1-7."""
+    def day(d, month=1, year=2024):
+        return datetime(year, month, d, 12, 0, tzinfo=timezone.utc).timestamp()
+
+    now = day(10)
+    events = sorted([
+        feat("a1", day(2), "A", "x"), feat("a2", day(9), "A", "x"), feat("a3", day(10) - 60, "A", "x"),
+        signup("b0", day(10) - 120, "B"), login("b1", day(10) - 60, "B", "SB"),
+        feat("c1", day(3), "C", "x"), feat("c2", day(9), "C", "x"),
+        feat("e1", day(5), "E", "x"), feat("e2", day(8), "E", "x"),
+        feat("f1", T0, "F", "x"),
+        feat("g1", day(20, 12, 2023), "G", "x"), feat("g2", day(10) - 30, "G", "x"),
+    ], key=lambda e: e.ts)
+    run = engine(UsageConfig()).feed(events)
+
+    def lifecycle(at):
+        s = samples(run.index, at)
+        return {(dict(k[1])["period"], dict(k[1])["status"]): v for k, v in s.items() if k[0] == P + "lifecycle_users"}
+
+    assert lifecycle(now) == {
+        # Jan 10: A active Jan 9 too; B's first activity; C active Jan 9 only; G back after Dec 20
+        ("current_day", "current"): 1, ("current_day", "new"): 1, ("current_day", "dormant"): 1,
+        ("current_day", "resurrected"): 1,
+        # Jan 9: A and C active, not Jan 8, not new; E active Jan 8, not Jan 9
+        ("previous_day", "resurrected"): 2, ("previous_day", "dormant"): 1,
+        # this week: A, C, E active in both weeks; B new; F (Jan 1 only) dormant; G back
+        ("current_week", "current"): 3, ("current_week", "new"): 1, ("current_week", "dormant"): 1,
+        ("current_week", "resurrected"): 1,
+        # last week: A, C, E, F had their first activity in it; G was not active
+        ("previous_week", "new"): 4,
+    }
+    s = samples(run.index, now)
+    power = {(dict(k[1])["window"], dict(k[1])["days"]): v for k, v in s.items() if k[0] == P + "power_users"}
+    # active days in Jan 4-10 / Dec 14-Jan 10: A 2/3, B 1/1, C 1/2, E 2/2, F 0/1, G 1/2
+    assert power == {("7d", "1"): 3, ("7d", "2"): 2, ("28d", "1"): 2, ("28d", "2"): 3, ("28d", "3"): 1}
+    # the next day (no new events): A, B and G are dormant; yesterday's view is today's above
+    nxt = lifecycle(day(11))
+    assert nxt[("current_day", "dormant")] == 3 and ("current_day", "current") not in nxt
+    assert {k[1]: v for k, v in nxt.items() if k[0] == "previous_day"} == {
+        "current": 1, "new": 1, "dormant": 1, "resurrected": 1}
+    # every series is published, zeros included: 4 periods x 4 statuses, 7 + 28 curve points
+    fams = {f.name: f for f in run.index.collect(now)}
+    assert len(fams[P + "lifecycle_users"].samples) == 16 and len(fams[P + "power_users"].samples) == 35
+
+
 def test_account_signal():
     e = engine(UsageConfig()).feed(scenario())
     assert account_signal(e.entities["U1"], NOW) == {
@@ -490,6 +537,22 @@ def test_generator_logs_match_reference(seed):
     # states are small: the median user of a two-hour log
     sizes = sorted(len(json.dumps(s.to_dict(), separators=(",", ":"))) for s in run.entities.values())
     assert sizes[len(sizes) // 2] < 300, sizes[len(sizes) // 2]
+
+
+def test_saas_world_has_dormant_and_resurrected_users_matching_reference():
+    """The demo's world (warm start: users last active up to 30 days back, who come back daily,
+    weekly or monthly) exercises every lifecycle status; checked against the reference."""
+    from stream_app.events import decode_event
+    from stream_app.tools.generator import Profile, generate
+
+    gen = generate(7, T0, D, rate=0.02, profile=Profile.saas())
+    decoded = [decode_event(g.value, now=T0 + 2 * D) for g in gen if g.family == "activity" and not g.is_invalid]
+    events = [Ev(d.id, d.type, d.ts, d.data.model_dump()) for d in decoded]
+    for now in (T0 + D - 60, T0 + D + 6 * H):  # the second read is on the next UTC day
+        got = samples(check_against_reference(events, now, UsageConfig()).index, now)
+    statuses = {dict(k[1])["status"] for k, v in got.items() if k[0] == P + "lifecycle_users" and v}
+    assert statuses == {"new", "current", "resurrected", "dormant"}
+    assert any(k[0] == P + "power_users" and dict(k[1])["days"] == "2" for k in got)
 
 
 def test_real_decoded_events_drive_the_engine():
