@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-from .vocabulary import DEFAULT_SLA_TARGETS
+from .vocabulary import DEFAULT_COMMENT_THEMES, DEFAULT_SLA_TARGETS, OTHER_THEME
 
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
@@ -55,7 +55,12 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(
         4, ge=1, description="Partitions of every input topic and of the health signals topic."
     )
-    topic_replication: int = Field(1, ge=1, description="Replication factor for created topics.")
+    topic_replication: int = Field(
+        1,
+        ge=1,
+        description="Replication factor of the topics the app creates (input, dead-letter, health signals) "
+        "and of Faust's leader topic; production: 3 (docs/operations.md).",
+    )
     session_timeout_seconds: float = Field(
         10.0,
         ge=6,
@@ -103,6 +108,26 @@ class Settings(BaseSettings):
         gt=0,
         le=1,
         description="Longest an ingest agent waits to fill a batch: at most this much latency added per event.",
+    )
+
+    # --- Replication: Redis Cluster, replicated Kafka (docs/state-store.md, docs/operations.md) ---
+    redis_cluster: bool = Field(
+        False,
+        description="redis_url is a node of a Redis Cluster: the store uses redis-py's cluster client, "
+        "which finds the other nodes from it and follows failovers (every key of a partition's "
+        "checkpoint shares one hash slot). The cluster has a single database: use /0 or no path.",
+    )
+    redis_cluster_nodes: str = Field(
+        "",
+        description="More Redis Cluster nodes (host:port, comma separated) to discover the cluster from "
+        "when redis_url's node does not answer, e.g. at a start during a failover; credentials and TLS "
+        "as in redis_url.",
+    )
+    topic_min_insync_replicas: int = Field(
+        0,
+        ge=0,
+        description="min.insync.replicas of the topics the app creates (with producers' acks=all, a write "
+        "needs this many replicas); 0 = the broker's default. Production: 2 with topic_replication 3.",
     )
 
     # --- Metrics engine ----------------------------------------------------
@@ -190,6 +215,21 @@ class Settings(BaseSettings):
     )
     voice_min_responses: int = Field(
         30, ge=0, description="Responses below which a survey score is marked as a small sample."
+    )
+    voice_comment_themes: dict[str, list[str]] = Field(
+        {k: list(v) for k, v in DEFAULT_COMMENT_THEMES.items()},
+        description="Survey comment themes (JSON): theme -> words or phrases; a comment containing one "
+        "(whole words, any case) is about that theme, one naming none is about 'other'. Theme names are "
+        "label values: at most 20, lower-case [a-z0-9_].",
+    )
+    voice_keep_comment_text: bool = Field(
+        False,
+        description="Keep survey comment text in the response state (Redis) and pass it to customer "
+        "health, so /accounts/{id}/health shows the lowest-sentiment comments' text. Off: only their "
+        "sentiment and themes are kept; the text is read once, when its event is applied.",
+    )
+    health_voice_comments_shown: int = Field(
+        3, ge=0, le=50, description="Lowest-sentiment comments an account's health facts list (voice window)."
     )
     health_weights: dict[str, float] = Field(
         {"usage": 0.35, "support": 0.25, "voice": 0.2, "revenue": 0.2},
@@ -369,6 +409,16 @@ class Settings(BaseSettings):
         "Prometheus gets it as the external label runbook_base_url, which the alerts' runbook_url "
         "annotations use. Empty = the repository-relative docs/alerts.md.",
     )
+
+    @field_validator("voice_comment_themes")
+    @classmethod
+    def _theme_labels(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        if len(value) > 20:
+            raise ValueError("at most 20 themes (they are label values)")
+        for name in value:
+            if name == OTHER_THEME or not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", name):
+                raise ValueError(f"theme names are [a-z][a-z0-9_]{{0,31}} and not {OTHER_THEME!r}")
+        return value
 
     @field_validator("log_level")
     @classmethod

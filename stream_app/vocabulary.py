@@ -27,3 +27,19 @@ DEFAULT_SLA_TARGETS: dict[str, tuple[float | None, float | None]] = {
     "normal": (4 * 3600, 24 * 3600),
     "low": (24 * 3600, 72 * 3600),
 }
+
+#: Survey comment themes (stream_app.engine.feedback): theme -> words/phrases that name it. The
+#: themes customer-success teams sort open comments into; a comment naming none is OTHER_THEME.
+DEFAULT_COMMENT_THEMES: dict[str, tuple[str, ...]] = {
+    "billing": ("bill", "billing", "billed", "invoice", "invoices", "charge", "charged", "price", "pricing",
+                "refund", "payment", "expensive", "subscription"),
+    "performance": ("slow", "slowly", "lag", "laggy", "latency", "performance", "timeout", "timeouts",
+                    "loading", "freezes", "speed"),
+    "onboarding": ("onboarding", "setup", "set up", "getting started", "tutorial", "documentation", "docs",
+                   "learning curve", "confusing"),
+    "bugs": ("bug", "bugs", "buggy", "crash", "crashes", "error", "errors", "broken", "glitch",
+             "does not work", "doesn't work"),
+    "support": ("support", "agent", "agents", "respond", "response", "answer", "answered", "helpful",
+                "explain", "ticket"),
+}
+OTHER_THEME = "other"

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 
-_STACK_FIXTURES = {"stack", "redis_client", "create_topics", "new_topic"}
+_STACK_FIXTURES = {"stack", "redis_client", "create_topics", "new_topic", "redis_cluster", "kafka_cluster"}
 
 
 def pytest_collection_modifyitems(config, items) -> None:
@@ -26,6 +26,13 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if _STACK_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+    # Soak tests run for an hour: only when the marker expression names them
+    # (`bash scripts/test.sh -m soak`), never in the default command or `-m integration`.
+    if "soak" not in (config.getoption("markexpr") or ""):
+        soak = [item for item in items if item.get_closest_marker("soak")]
+        if soak:
+            config.hook.pytest_deselected(items=soak)
+            items[:] = [item for item in items if not item.get_closest_marker("soak")]
 
 
 @pytest.fixture(scope="session")
@@ -96,3 +103,41 @@ def promtool() -> str:
     if path is None:
         pytest.fail("promtool not found: install Debian's `prometheus` package (scripts/bootstrap.sh does)")
     return path
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory) -> Iterator["LocalRedisCluster"]:  # noqa: F821
+    """A started ``LocalRedisCluster`` (3 masters + 3 replicas on loopback) shared by the session.
+
+    ``.redis_url`` (one node; cluster clients find the rest), ``.env()`` (with
+    ``STREAM_APP_REDIS_CLUSTER=true``), ``.master_for(key)``, ``.wait_promoted(node)``,
+    ``.wait_healthy()``, ``.nodes`` (each ``kill()``/``start()``). A test that kills a node
+    starts it again and waits until the cluster is healthy. Errors (never skips) if it cannot start.
+    """
+    from stream_app.tools.stack import LocalRedisCluster
+
+    cluster = LocalRedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory) -> Iterator["KafkaCluster"]:  # noqa: F821
+    """A started 3-node ``KafkaCluster`` (KRaft, each node broker + controller; replication 3 and
+    ``min.insync.replicas`` 2 by default) shared by the session. ``.bootstrap`` (every node),
+    ``.env()``, ``.create_topics(...)`` (replication 3), ``.leader_of(topic, partition)``,
+    ``.wait_new_leader(topics, node)``, ``.wait_in_sync(topics)``, ``.nodes`` (each
+    ``kill()``/``start()``). A test that kills a node starts it again. Three JVMs: only the
+    replicated-Kafka scenarios ask for it. Errors (never skips) if it cannot start.
+    """
+    from stream_app.tools.stack import KafkaCluster
+
+    cluster = KafkaCluster(tmp_path_factory.mktemp("kafka-cluster"))
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()

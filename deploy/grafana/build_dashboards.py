@@ -700,12 +700,42 @@ def voice_board() -> dict:
             (f'sum by (le) ({m}score_bucket{{kind="nps", {w}}})', "{{le}}"),
         ], fmt="heatmap", w=8, description="Responses per NPS score 0-10 (buckets de-accumulated)."),
     ]
+    panels += voice_comment_panels(m, w)
     variables = [query_var("window", "Window", f"label_values({m}responses, window)", multi=False, default="30d")]
     return dashboard(
         "stream-app-voice", "stream_app / Voice of the customer",
         "NPS, CSAT and CES with their response counts and a small-sample marker.",
         panels, variables, time_from="now-7d", refresh="1m",
     )
+
+
+def voice_comment_panels(m: str, w: str) -> list[dict]:
+    """Qualitative feedback: what commenters talk about and how they feel (docs/metrics.md)."""
+    det = f'kind="nps", category="detractor", {w}'
+    sent = f"{m}comment_sentiment"
+    return [
+        row("Comments: themes and sentiment ($window window)"),
+        bargauge("What NPS detractors write about", [
+            (f"sum by (theme) ({m}comment_themes{{{det}}})", "{{theme}}"),
+        ], w=8, description="Detractor (0-6) comments per theme (keywords: STREAM_APP_VOICE_COMMENT_THEMES); "
+                            "a comment about two themes counts in both, about none: other."),
+        timeseries("Detractor comments per theme", [
+            (f"sum by (theme) ({m}comment_themes{{{det}}})", "{{theme}}"),
+        ], w=8, description="Alert StreamAppVoiceDetractorThemeSpike: the 7d count of a theme above "
+                            "twice its weekly average of the 23 days before."),
+        timeseries("Comment themes by kind", [
+            (f"sum by (kind, theme) ({m}comment_themes{{{w}}})", "{{kind}} {{theme}}"),
+        ], stack=True, w=8),
+        timeseries("Mean comment sentiment by kind and category", [
+            (f"sum by (kind, category) ({sent}_gsum{{{w}}})\n  / sum by (kind, category) ({sent}_gcount{{{w}}})",
+             "{{kind}} {{category}}"),
+        ], minimum=-1, maximum=1, w=12,
+            description="VADER compound score of the comments, -1 (most negative) .. 1 (most positive)."),
+        timeseries("Negative comment share by kind", [
+            (f'sum by (kind) ({sent}_bucket{{le="-0.05", {w}}})\n  / sum by (kind) ({sent}_gcount{{{w}}})',
+             "{{kind}}"),
+        ], w=12, description="Comments with sentiment <= -0.05 (VADER's negative cut-off).", **PERCENT),
+    ]
 
 
 def health_board() -> dict:
@@ -725,6 +755,16 @@ def health_board() -> dict:
         stat("Accounts scored / tracked", [
             (f"sum({m}accounts_scored)", "scored"), (f"sum({m}accounts_tracked)", "tracked"),
         ]),
+        stat("Mean score vs 7 d / 30 d ago", [
+            ("stream_app:health_score:mean_change_7d", "vs 7 d"), ("stream_app:health_score:mean_change_30d", "vs 30 d"),
+        ], decimals=3, steps=[("red", None), ("orange", -0.02), ("green", 0)], w=6,
+            description="Mean health score now minus 7 / 30 days ago (recording rules; empty until Prometheus "
+                        "holds that much history)."),
+        stat("Share at risk vs 7 d / 30 d ago", [
+            ("stream_app:health_accounts_at_risk:ratio_change_7d", "vs 7 d"),
+            ("stream_app:health_accounts_at_risk:ratio_change_30d", "vs 30 d"),
+        ], unit="percentunit", decimals=1, steps=[("green", None), ("orange", 0.01), ("red", 0.05)], w=6,
+            description="Share of scored accounts at risk now minus 7 / 30 days ago (percentage points)."),
         timeseries("Accounts by band", [(f"sum by (band) ({m}accounts)", "{{band}}")], stack=True),
         timeseries("Health score median and p10", [
             (f"histogram_quantile(0.5, sum by (le) ({m}score_bucket))", "median"),

@@ -27,6 +27,10 @@ commands:
   schemas    write the JSON Schema files (or --check that schemas/ is up to date)
   top        live terminal view of headline metrics and pipeline health (see: stream-app top --help)
   config     print the effective settings (secrets masked)
+  lag        how far an app id is behind on the input topics (see: stream-app lag --help)
+  replay-deadletters
+             send dead-lettered events (corrected, or unchanged for transient reasons) back
+             to their input topic (see: stream-app replay-deadletters --help)
 
 options:
   --version  print the version and exit
@@ -40,7 +44,7 @@ and `stream-app config` prints the values in effect.
 
 # Commands that read STREAM_APP_* settings: checked before the command runs (and before any
 # network call), so a bad value ends the same way everywhere.
-SETTINGS_COMMANDS = frozenset({"worker", "generate", "topics", "config", "demo"})
+SETTINGS_COMMANDS = frozenset({"worker", "generate", "topics", "config", "demo", "lag", "replay-deadletters"})
 
 
 def _command(name: str) -> Callable[[list[str]], int] | None:
@@ -65,6 +69,14 @@ def _command(name: str) -> Callable[[list[str]], int] | None:
         from ..tools.top import main_top
 
         return main_top
+    if name == "replay-deadletters":
+        from .replay import main_replay
+
+        return main_replay
+    if name == "lag":
+        from .lag import main_lag
+
+        return main_lag
     if name in ("topics", "schemas", "config"):
         from . import commands
 

@@ -8,7 +8,9 @@ A response is one answer; the same ``response_id`` sent again with a new event i
 **correction**: the version with the latest event time wins (ties: the greater event id), whatever
 the arrival order, and the response counts once, in the window of the winning version's time.
 Only the winning version is kept (plus the ids of the others, to recognise redeliveries), so a
-state is a few dozen bytes and never holds comment text, only whether there was one.
+state is a few dozen bytes. A comment is analysed when its event is applied (``feedback``: its
+sentiment and themes are kept); its text is kept only with ``keep_comment_text`` (off by default:
+the text then never reaches Redis or the health topic).
 
 Scores are put on each kind's canonical scale so responses on other declared scales mix:
 NPS is fixed 0-10; CSAT is normalised to 1-5 and CES to 1-7 linearly from the declared
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from prometheus_client.core import (
@@ -28,6 +31,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from stream_app.engine import feedback
 from stream_app.engine.expiry import count_retained, retention_bucket
 from stream_app.engine.index import ContributionIndex
 from stream_app.engine.family import Family
@@ -52,6 +56,9 @@ TOP_FRACTION: dict[str, tuple[int, int]] = {"csat": (3, 4), "ces": (2, 3)}
 #: score histogram edges per kind: every point of the canonical scale
 SCORE_EDGES: dict[str, tuple[int, ...]] = {k: tuple(range(lo, hi + 1)) for k, (lo, hi) in CANONICAL.items()}
 LABELS = ("kind", "category")
+#: comment sentiment histogram edges (VADER compound, -1..1): negative <= -0.05 < neutral <= 0.05
+#: < positive (VADER's own cut-offs), and the strong ends beyond +-0.5
+SENTIMENT_EDGES = (-0.5, -0.05, 0.05, 0.5)
 DAY = 86400
 
 Contribution = tuple[str, tuple[str, ...], float | None, Any]
@@ -109,6 +116,10 @@ class VoiceConfig:
     windows: tuple[int, ...] = (7 * DAY, 30 * DAY, 90 * DAY)
     grace_seconds: int = DAY  # survey tools deliver late; must cover future skew + one bucket
     min_responses: int = 30
+    #: theme -> keywords/phrases (feedback.ThemeMap); comments about none are about ``other``
+    themes: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: dict(feedback.DEFAULT_THEMES))
+    #: keep the comment text in the response state and its account signal (Redis, health topic)
+    keep_comment_text: bool = False
     labels: LabelGuard = field(default_factory=lambda: LabelGuard(voice_label_rules()))
 
     def __post_init__(self) -> None:
@@ -121,6 +132,8 @@ class VoiceConfig:
         # them to a shared guard changes nothing for other families)
         for name, rule in voice_label_rules().items():
             self.labels.rules.setdefault(name, rule)
+        self.theme_map = feedback.ThemeMap(self.themes)
+        self.labels.rules.setdefault("theme", LabelRule(allow=frozenset(self.theme_map.labels)))
 
     @property
     def max_window(self) -> int:
@@ -146,6 +159,9 @@ class ResponseFacts(NamedTuple):
     scale_max: int
     has_comment: bool
     account_id: str | None
+    sentiment: float | None  # VADER compound of the comment, None without one
+    themes: tuple[str, ...]  # themes of the comment, () without one
+    text: str | None  # the comment, only with keep_comment_text
 
     @property
     def category(self) -> str:
@@ -160,7 +176,9 @@ class ResponseFacts(NamedTuple):
 class ResponseState:
     """One survey response: its winning version and the ids of the versions it beat.
 
-    current:    [event_id, ts, kind, score, scale_min, scale_max, has_comment, account_id]
+    current:    [event_id, ts, kind, score, scale_min, scale_max, has_comment, account_id,
+                 sentiment, themes, text]  (states written before comments were analysed have
+                 the first 8: no sentiment, no themes)
     superseded: sorted ids of the other versions seen (corrections that lost, or were overtaken)
     """
 
@@ -172,8 +190,9 @@ class ResponseState:
         return event_id == self.current[0] or event_id in self.superseded
 
     def facts(self) -> ResponseFacts:
-        eid, ts, kind, score, lo, hi, com, acc = self.current
-        return ResponseFacts(eid, ts, kind, score, lo, hi, bool(com), acc)
+        eid, ts, kind, score, lo, hi, com, acc, *rest = self.current
+        sent, themes, text = (*rest, None, None, None)[:3]
+        return ResponseFacts(eid, ts, kind, score, lo, hi, bool(com), acc, sent, tuple(themes or ()), text)
 
     def max_ts(self) -> float:
         """Latest event time recorded: the winner's (it has the latest time by definition)."""
@@ -192,7 +211,7 @@ class ResponseState:
         return cls(d["r"], list(d["c"]), tuple(d.get("x", ())))
 
 
-def _fact(event: Any) -> list:
+def _fact(event: Any, cfg: VoiceConfig) -> list:
     kind = TYPE_KIND.get(event.type)
     if kind is None:
         raise ValueError(f"not a survey event type: {event.type!r}")
@@ -209,10 +228,14 @@ def _fact(event: Any) -> list:
     comment = _field(data, "comment")
     has_comment = 1 if isinstance(comment, str) and comment.strip() else 0
     acc = _field(data, "account_id")
-    return [str(event.id), float(event.ts), kind, score, lo, hi, has_comment, None if acc is None else str(acc)]
+    fact = [str(event.id), float(event.ts), kind, score, lo, hi, has_comment, None if acc is None else str(acc)]
+    if has_comment:
+        fact += [feedback.sentiment(comment), list(cfg.theme_map.themes(comment)),
+                 comment if cfg.keep_comment_text else None]
+    return fact
 
 
-def apply(state: ResponseState | None, event: Any) -> tuple[ResponseState, bool]:
+def apply(state: ResponseState | None, event: Any, cfg: VoiceConfig | None = None) -> tuple[ResponseState, bool]:
     """Record a survey event. Pure: never mutates ``state``.
 
     ``event`` needs ``.id``, ``.type``, ``.ts`` and ``.data`` (model or dict), as produced by
@@ -221,7 +244,7 @@ def apply(state: ResponseState | None, event: Any) -> tuple[ResponseState, bool]
     redelivery (an event id already seen, winning or not). Raises ValueError for non-survey types
     and for a score outside its scale (the decoder rejects those; dicts are not validated).
     """
-    fact = _fact(event)
+    fact = _fact(event, cfg or _default_config())
     eid = fact[0]
     if state is None:
         rid = _field(event.data, "response_id") or getattr(event, "subject", None)
@@ -236,6 +259,12 @@ def apply(state: ResponseState | None, event: Any) -> tuple[ResponseState, bool]
     return ResponseState(state.response_id, cur, tuple(sorted((*state.superseded, eid)))), True
 
 
+@lru_cache(maxsize=1)
+def _default_config() -> VoiceConfig:
+    """The configuration :func:`apply` analyses comments with when called without one (tests)."""
+    return VoiceConfig()
+
+
 def contributions(state: ResponseState, cfg: VoiceConfig) -> list[Contribution]:
     """Everything one response adds to the voice aggregates, at the winning version's time."""
     f = state.facts()
@@ -247,6 +276,9 @@ def contributions(state: ResponseState, cfg: VoiceConfig) -> list[Contribution]:
     ]
     if f.has_comment:
         out.append(("commented", lab, f.ts, 1))
+        if f.sentiment is not None:
+            out.append(("sentiment", lab, f.ts, f.sentiment))
+            out.extend(("themes", (*lab, cfg.labels.value("theme", t)), f.ts, 1) for t in f.themes)
     return out
 
 
@@ -264,7 +296,7 @@ def account_signal(state: ResponseState) -> dict | None:
     f = state.facts()
     if f.account_id is None:
         return None
-    return {
+    out = {
         "account_id": f.account_id,
         "kind": f.kind,
         "score": unit_score(f.kind, f.score, f.scale_min, f.scale_max),
@@ -273,6 +305,11 @@ def account_signal(state: ResponseState) -> dict | None:
         "has_comment": f.has_comment,
         "response_id": state.response_id,
     }
+    if f.sentiment is not None:
+        out.update(sentiment=f.sentiment, themes=list(f.themes))
+        if f.text is not None:
+            out["comment"] = f.text
+    return out
 
 
 class VoiceFamily(Family[ResponseState, VoiceConfig]):
@@ -289,7 +326,7 @@ class VoiceFamily(Family[ResponseState, VoiceConfig]):
         return state.to_dict()
 
     def apply(self, state: ResponseState | None, event: Any) -> tuple[ResponseState, bool]:
-        return apply(state, event)
+        return apply(state, event, self.config)
 
     def contributions(self, state: ResponseState) -> list[Contribution]:
         return contributions(state, self.config)
@@ -330,6 +367,8 @@ class VoiceIndex(ContributionIndex):
         g = cfg.bucket_seconds
         self._counts = {k: RollingCounter(cfg.windows, g) for k in _COUNTS}
         self._scores = {k: RollingHistogram(SCORE_EDGES[k], cfg.windows, g) for k in KINDS}
+        self._sentiment = RollingHistogram(SENTIMENT_EDGES, cfg.windows, g)  # by kind, category
+        self._themes = RollingCounter(cfg.windows, g)  # by kind, category, theme
         self._tracked: dict[tuple, int] = {}  # (retention bucket,) -> responses
         self.dropped = 0  # contributions refused because their bucket was already evicted
 
@@ -340,8 +379,10 @@ class VoiceIndex(ContributionIndex):
         store = self._counts.get(name)
         if store is not None:
             return 0 if store.add(labels, ts, k * value) or k < 0 else k
-        if name == "score":
-            hist = self._scores[labels[0]]
+        if name == "themes":
+            return 0 if self._themes.add(labels, ts, k * value) or k < 0 else k
+        if name in ("score", "sentiment"):
+            hist = self._scores[labels[0]] if name == "score" else self._sentiment
             sign = 1 if k > 0 else -1
             ok = True
             for _ in range(abs(k)):
@@ -360,7 +401,8 @@ class VoiceIndex(ContributionIndex):
         return contributions(state, self.cfg)
 
     def _evict(self, cutoff_ts: float) -> int:
-        return sum(s.evict(cutoff_ts) for s in (*self._counts.values(), *self._scores.values()))
+        stores = (*self._counts.values(), *self._scores.values(), self._sentiment, self._themes)
+        return sum(s.evict(cutoff_ts) for s in stores)
 
     # -- exposition -------------------------------------------------------
     def _valid_until(self, now: float) -> float:
@@ -400,6 +442,7 @@ class VoiceIndex(ContributionIndex):
                 fam.add_metric([kind, window_label(w)], buckets, s)
         out.append(fam)
 
+        out += self._collect_comments(now, kinds)
         out.append(GaugeMetricFamily(
             PREFIX + "min_responses",
             "Configured minimum number of responses for a score to be trusted; dashboards and rules "
@@ -418,3 +461,34 @@ class VoiceIndex(ContributionIndex):
         dropped.add_metric([], self.dropped)
         out.append(dropped)
         return out
+
+    def _collect_comments(self, now: float, kinds: list[str]) -> list[Metric]:
+        """Sentiment and themes of the commented responses, published for the same kinds as the
+        response counts (every category, theme and window, zeros included)."""
+        ws = self.cfg.windows
+        sent = GaugeHistogramMetricFamily(
+            PREFIX + "comment_sentiment",
+            "Sentiment (VADER compound, -1..1) of the commented responses in the window by kind and "
+            "category: negative <= -0.05 < neutral <= 0.05 < positive. Mean = _gsum / _gcount.",
+            labels=(*LABELS, "window"),
+        )
+        per_w = self._sentiment.windows_at(now)
+        for kind in kinds:
+            for cat in CATEGORIES[kind]:
+                for w in ws:
+                    buckets, total, _ = self._sentiment.cumulative(per_w[w].get((kind, cat)))
+                    sent.add_metric([kind, cat, window_label(w)], buckets, total)
+        themes = GaugeMetricFamily(
+            PREFIX + "comment_themes",
+            "Commented responses in the window about each theme, by kind and category (a comment "
+            "about two themes counts in both; about none: theme other).",
+            labels=(*LABELS, "theme", "window"),
+        )
+        views = self._themes.windows_at(now)
+        names = sorted(self.cfg.labels.kept("theme") | set(self.cfg.theme_map.labels))
+        for kind in kinds:
+            for cat in CATEGORIES[kind]:
+                for theme in names:
+                    for w in ws:
+                        themes.add_metric([kind, cat, theme, window_label(w)], views[w].get((kind, cat, theme), 0))
+        return [sent, themes]

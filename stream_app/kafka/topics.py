@@ -30,6 +30,34 @@ def topic_names(settings: Settings) -> list[str]:
     return [*settings.input_topics().values(), settings.topic_deadletter, settings.health_signals_topic()]
 
 
+def topic_configs(settings: Settings) -> dict[str, str]:
+    """Per-topic configs of the topics the app creates: min.insync.replicas when set, else the
+    broker's default applies. Raises when no write could ever be acknowledged with acks=all."""
+    if not settings.topic_min_insync_replicas:
+        return {}
+    if settings.topic_min_insync_replicas > settings.topic_replication:
+        raise RuntimeError(
+            f"STREAM_APP_TOPIC_MIN_INSYNC_REPLICAS={settings.topic_min_insync_replicas} exceeds "
+            f"STREAM_APP_TOPIC_REPLICATION={settings.topic_replication}: no write could be acknowledged"
+        )
+    return {"min.insync.replicas": str(settings.topic_min_insync_replicas)}
+
+
+def replication_warnings(described: list[dict], settings: Settings) -> list[str]:
+    """What to tell operators about existing topics replicated less than the settings ask (the
+    worker creates missing topics only; it never changes existing ones)."""
+    out = []
+    for d in described:
+        factors = {len(p["replicas"]) for p in d["partitions"]}
+        if factors and min(factors) < settings.topic_replication:
+            out.append(
+                f"topic {d['topic']!r} has replication factor {min(factors)}, less than "
+                f"STREAM_APP_TOPIC_REPLICATION={settings.topic_replication}: losing a broker can lose its "
+                "records; reassign its partitions to more brokers (docs/operations.md)"
+            )
+    return out
+
+
 async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, int]:
     """Create missing topics; return topic -> partition count as the broker has them.
 
@@ -52,8 +80,9 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, 
             await asyncio.sleep(1.0)
     try:
         existing = set(await admin.list_topics())
+        configs = topic_configs(settings)
         wanted = [
-            NewTopic(name, settings.topic_partitions, settings.topic_replication)
+            NewTopic(name, settings.topic_partitions, settings.topic_replication, topic_configs=configs)
             for name in topic_names(settings)
             if name not in existing
         ]
@@ -76,6 +105,8 @@ async def ensure_topics(settings: Settings, *, attempts: int = 30) -> dict[str, 
                 break
             await asyncio.sleep(0.1)
         partitions = {d["topic"]: len(d["partitions"]) for d in described}
+        for warning in replication_warnings(described, settings):
+            log.warning("%s", warning)
     finally:
         await admin.close()
     for name in [*settings.input_topics().values(), settings.health_signals_topic()]:

@@ -15,7 +15,7 @@ from yarl import URL
 
 from ..config import Settings
 
-__all__ = ["STORE_OPTIONS", "RedisUnreachable", "check_redis", "redact_url", "redis_url", "store_options"]
+__all__ = ["STORE_OPTIONS", "RedisUnreachable", "check_redis", "redact_url", "redis_url", "startup_nodes", "store_options"]
 
 
 def redis_url(settings: Settings) -> str:
@@ -83,9 +83,23 @@ class RedisUnreachable(RuntimeError):
         self.answered = answered
 
 
+def startup_nodes(settings: Settings) -> list[tuple[str, str]]:
+    """(``host:port``, URL with credentials) of each node to reach Redis through at a start: the
+    URL's node, and with ``redis_cluster`` every node of ``redis_cluster_nodes`` too (the URL's
+    node may be the master a failover is replacing)."""
+    url = redis_url(settings)
+    parts = urlsplit(url)
+    nodes = [f"{parts.hostname or '127.0.0.1'}:{parts.port or 6379}"]
+    if settings.redis_cluster:
+        nodes += [n.strip() for n in settings.redis_cluster_nodes.split(",") if n.strip() and n.strip() not in nodes]
+    userinfo = parts.netloc.rpartition("@")[0]
+    return [(node, urlunsplit(parts._replace(netloc=f"{userinfo}@{node}" if userinfo else node))) for node in nodes]
+
+
 def check_redis(settings: Settings, timeout: float | None = None) -> None:
-    """Wait until the Redis at ``redis_url`` answers PING, at most ``timeout`` s (the
-    startup_timeout_seconds setting); RedisUnreachable says where and what happened.
+    """Wait until the Redis at ``redis_url`` (or, for a Redis Cluster, any of its known nodes)
+    answers PING, at most ``timeout`` s (the startup_timeout_seconds setting); RedisUnreachable
+    says where and what happened.
 
     Refused connections are retried until the bound (a server starting alongside); refused
     credentials and answers that are not Redis fail at once.
@@ -94,35 +108,38 @@ def check_redis(settings: Settings, timeout: float | None = None) -> None:
 
     bound = settings.startup_timeout_seconds if timeout is None else timeout
     deadline = time.monotonic() + bound
-    parts = urlsplit(settings.redis_url)
-    where = f"Redis at {parts.hostname or '127.0.0.1'}:{parts.port or 6379}"
+    nodes = startup_nodes(settings)
     last = "no answer"
     while True:
-        left = max(0.1, min(5.0, deadline - time.monotonic()))
-        client = redis.Redis.from_url(redis_url(settings), socket_connect_timeout=left, socket_timeout=left)
-        try:
-            client.ping()
-            return
-        except redis.AuthenticationError as exc:
-            raise RedisUnreachable(
-                f"{where} refused the credentials ({type(exc).__name__}: {exc}); check STREAM_APP_REDIS_URL, "
-                "STREAM_APP_REDIS_USERNAME and STREAM_APP_REDIS_PASSWORD",
-                answered=True,
-            ) from None
-        except redis.ResponseError as exc:
-            if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+        for node, url in nodes:
+            where = f"Redis at {node}"
+            left = max(0.1, min(5.0, deadline - time.monotonic()))
+            client = redis.Redis.from_url(url, socket_connect_timeout=left, socket_timeout=left)
+            try:
+                client.ping()
+                return
+            except redis.AuthenticationError as exc:
                 raise RedisUnreachable(
-                    f"{where} wants credentials ({exc}); set STREAM_APP_REDIS_PASSWORD", answered=True
+                    f"{where} refused the credentials ({type(exc).__name__}: {exc}); check STREAM_APP_REDIS_URL, "
+                    "STREAM_APP_REDIS_USERNAME and STREAM_APP_REDIS_PASSWORD",
+                    answered=True,
                 ) from None
-            raise RedisUnreachable(f"{where} answered an error to PING: {exc}", answered=True) from None
-        except redis.exceptions.InvalidResponse as exc:
-            raise RedisUnreachable(
-                f"{where} answered something that is not Redis ({exc}) (STREAM_APP_REDIS_URL)", answered=True
-            ) from None
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            last = str(exc).rstrip(".") or type(exc).__name__
-        finally:
-            client.close()
+            except redis.ResponseError as exc:
+                if "NOAUTH" in str(exc) or "WRONGPASS" in str(exc):
+                    raise RedisUnreachable(
+                        f"{where} wants credentials ({exc}); set STREAM_APP_REDIS_PASSWORD", answered=True
+                    ) from None
+                raise RedisUnreachable(f"{where} answered an error to PING: {exc}", answered=True) from None
+            except redis.exceptions.InvalidResponse as exc:
+                raise RedisUnreachable(
+                    f"{where} answered something that is not Redis ({exc}) (STREAM_APP_REDIS_URL)", answered=True
+                ) from None
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                last = str(exc).rstrip(".") or type(exc).__name__
+            finally:
+                client.close()
         if time.monotonic() >= deadline:
-            raise RedisUnreachable(f"{where} not reachable within {bound:g}s: {last} (STREAM_APP_REDIS_URL)")
+            where = f"Redis at {nodes[0][0]}" if len(nodes) == 1 else f"Redis Cluster at {', '.join(n for n, _ in nodes)}"
+            source = "STREAM_APP_REDIS_URL" if len(nodes) == 1 else "STREAM_APP_REDIS_URL, STREAM_APP_REDIS_CLUSTER_NODES"
+            raise RedisUnreachable(f"{where} not reachable within {bound:g}s: {last} ({source})")
         time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))

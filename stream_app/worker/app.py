@@ -175,7 +175,12 @@ class StreamWorker:
         if s.store != "redis":
             raise ValueError(f"STREAM_APP_STORE must be 'redis' or 'memory', not {s.store!r}")
         # With the ACL user/password and TLS CA from their settings.
-        return RedisBackend(redis_url(s), prefix=f"stream_app:{s.app_id}")
+        return RedisBackend(
+            redis_url(s),
+            prefix=f"stream_app:{s.app_id}",
+            cluster=s.redis_cluster,
+            cluster_nodes=[n.strip() for n in s.redis_cluster_nodes.split(",") if n.strip()],
+        )
 
     def _add_health_agent(self) -> None:
         health, processing = self.health, self.assignment.processing

@@ -73,6 +73,8 @@ def voice_config(settings: Settings, labels: LabelGuard) -> voice.VoiceConfig:
         windows=tuple(settings.voice_windows),
         grace_seconds=settings.voice_grace_seconds,
         min_responses=settings.voice_min_responses,
+        themes={k: tuple(v) for k, v in settings.voice_comment_themes.items()},
+        keep_comment_text=settings.voice_keep_comment_text,
         labels=labels,
     )
 
@@ -94,4 +96,5 @@ def health_config(settings: Settings) -> health.HealthConfig:
         at_risk_below=settings.health_at_risk_below,
         healthy_from=settings.health_healthy_from,
         first_reply_targets={p: t[0] for p, t in settings.support_sla_targets.items()},
+        voice_comments_shown=settings.health_voice_comments_shown,
     )

@@ -17,18 +17,13 @@ from faust.types import TP
 
 from ..config import Settings
 from ..events import EventRejected, decode_event
+from ..events.deadletter import DLQ_DETAIL, DLQ_OFFSET, DLQ_PARTITION, DLQ_REASON, DLQ_TOPIC
 from .exposition import PipelineMetrics
 from .offsets import LogStartError, OffsetAudit
 from .processing import PartitionNotHeld
 
 log = logging.getLogger(__name__)
 
-# Header names on dead-lettered messages (values are UTF-8 bytes).
-DLQ_REASON = "x-reject-reason"
-DLQ_DETAIL = "x-reject-detail"
-DLQ_TOPIC = "x-source-topic"
-DLQ_PARTITION = "x-source-partition"
-DLQ_OFFSET = "x-source-offset"
 
 class Ingest:
     """Decode, validate, dead-letter, dispatch: the per-message path of the input topics.

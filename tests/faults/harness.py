@@ -66,10 +66,12 @@ class EventLog:
     duplicates: int
 
 
-def make_event_log(seed: int = 20261124) -> EventLog:
+def make_event_log(seed: int = 20261124, days: float = LOG_DAYS, rate: float = RATE) -> EventLog:
+    """``days`` of event time ending now, ``rate`` generator events per second of event time
+    (about ``rate * days * 86400`` messages), with every kind of fault."""
     now = time.time()
     faults = Faults(duplicate=0.02, out_of_order=0.02, late=0.01, invalid=0.005)
-    events = generate(seed=seed, start=now - LOG_DAYS * DAY, duration_seconds=LOG_DAYS * DAY - 120, rate=RATE,
+    events = generate(seed=seed, start=now - days * DAY, duration_seconds=days * DAY - 120, rate=rate,
                       faults=faults)  # fmt: skip
     too_late = too_late_events(now)
     events += too_late
@@ -334,8 +336,21 @@ class FaultRun:
 
     def settle(self, timeout: float = 180) -> None:
         """Wait until every recovery clock has stopped."""
-        wait_for(lambda: self.observe() or all(r.done for r in self.recoveries), timeout=timeout, interval=0.25,
-                 message=f"{self.name}: recovery of {[r.fault for r in self.recoveries if not r.done]}")  # fmt: skip
+        try:
+            wait_for(lambda: self.observe() or all(r.done for r in self.recoveries), timeout=timeout, interval=0.25,
+                     message=f"{self.name}: recovery of {[r.fault for r in self.recoveries if not r.done]}")  # fmt: skip
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {self._stuck()}") from None
+
+    def _stuck(self) -> str:
+        """What a recovery still waits for: readiness, or the partitions not committed that far."""
+        pos = self.positions()
+        out = []
+        for rec in (r for r in self.recoveries if not r.done):
+            behind = {f"{tp[0]}[{tp[1]}]": (pos[1].get(tp, -1) if pos else None, end)
+                      for tp, end in rec.target.items() if pos is None or pos[1].get(tp, -1) < end}  # fmt: skip
+            out.append(f"{rec.fault}: {'unready' if rec.unready else 'ready'}, (committed, needed) {behind}")
+        return "; ".join(out)
 
     def finish(self, timeout: float = 300) -> None:
         """Everything produced, consumed and committed (inputs and health signals), workers ready."""

@@ -23,7 +23,7 @@ from stream_app.tools.generator import Faults, generate
 from stream_app.tools.producer import produce_log
 from stream_app.worker.families import health_config
 
-from tests.reference import health_reference
+from tests.reference import health_reference, voice_reference
 from tests.support.references import (
     assert_equals_reference,
     health_params,
@@ -115,6 +115,7 @@ def test_two_workers_sum_to_reference(stack, event_log, tmp_path):
                  message="signals consumed")  # fmt: skip
         assert_equals_reference(workers, valid, settings_of(env), stack.bootstrap)
         _assert_lowest_accounts_answered_by_any_worker(workers, settings_of(env), stack.bootstrap)
+        _assert_lowest_sentiment_comments(workers, valid, settings_of(env))
     finally:
         for w in workers:
             w.stop()
@@ -172,3 +173,22 @@ def _assert_lowest_accounts_answered_by_any_worker(workers, settings: Settings, 
     assert views[0]["total"] == views[1]["total"] == answers[0]["accounts"][0]["total"]
     assert set(views[0]["components"]) == {"usage", "support", "voice", "revenue"}
     print(f"lowest accounts: {[(a['account_id'], a['total']) for a in answers[0]['accounts'][:5]]}")
+
+
+def _assert_lowest_sentiment_comments(workers, valid, settings: Settings) -> None:
+    """The account health API lists an account's lowest-sentiment comments as the reference
+    finds them in the event log, on whichever worker is asked, without the text (not kept by
+    default)."""
+    commented: dict[str, int] = {}
+    for e in valid:
+        if e["family"] == "survey" and isinstance(e["data"].get("comment"), str) and e["data"].get("account_id"):
+            commented[e["data"]["account_id"]] = commented.get(e["data"]["account_id"], 0) + 1
+    account = max(sorted(commented), key=lambda a: commented[a])  # the most comments: a real ranking
+    cfg = health_config(settings)
+    for w in workers:
+        view = _get_json(f"{w.base_url}/accounts/{account}/health")
+        got = view["facts"]["lowest_sentiment_comments"]
+        expected = voice_reference.lowest_comments(valid, account, view["evaluated_at"], cfg.voice_comments_shown,
+                                                   cfg.voice_window_seconds)
+        assert [(c["response_id"], c["sentiment"]) for c in got] == expected
+        assert len(got) == cfg.voice_comments_shown and all("comment" not in c for c in got)

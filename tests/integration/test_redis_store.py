@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from stream_app.store.partition_state import PartitionFlush
-from stream_app.store.redis_flush import FLUSH_FENCED, FLUSH_OK, FLUSH_SCRIPT, FLUSH_WIPED, RedisKeys
+from stream_app.store.redis_flush import FLUSH_FENCED, FLUSH_OK, FLUSH_SCRIPT, FLUSH_WIPED, RedisKeys, script_args
 from stream_app.store.redis_store import RedisBackend
 
 pytestmark = pytest.mark.integration
@@ -35,10 +35,10 @@ def test_checkpoint_script_fences_other_owners_and_detects_wipes(redis_client):
     script = redis_client.register_script(FLUSH_SCRIPT)
 
     def call(token, mode, offset, sets=(), dels=()):
-        args = [token, mode, "" if offset is None else str(offset), str(len(sets))]
-        for k, v in sets:
-            args += [k, v]
-        return int(script(keys=[keys.states, keys.meta], args=args + list(dels)))
+        # Unchecked offsets, claim 1 for everyone: the claim count and the offset check have
+        # their own tests (tests/integration/test_redis_failover.py).
+        args = script_args(token, mode, offset, "*", 1, list(sets), list(dels))
+        return int(script(keys=keys.all(), args=args)[0])
 
     redis_client.hset(keys.states, "stale", "x")
     assert call("A", "f", 5, [("a", "1")]) == FLUSH_OK  # full rewrite drops stale states
@@ -114,8 +114,8 @@ def test_a_large_checkpoint_is_chunked_and_only_its_last_chunk_moves_the_offset(
             await backend.close()
 
     asyncio.run(run())
-    assert len(seen_offsets) == 5 + 2  # 30 sets in 5 calls, 10 deletes in 2
-    assert seen_offsets[:-1] == [None] * 6 and seen_offsets[-1] == b"99"  # no half checkpoint visible
+    assert len(seen_offsets) == 6  # 30 sets and 10 deletes in calls of 7 fields
+    assert seen_offsets[:-1] == [None] * 5 and seen_offsets[-1] == b"99"  # no half checkpoint visible
     assert redis_client.hlen(keys.states) == 30
 
 

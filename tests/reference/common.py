@@ -56,4 +56,8 @@ class Samples(dict):
         """Add ``value`` to a sample; ``labels`` as a mapping or as the frozenset of its items."""
         if value:
             key = (name, frozenset(dict(labels).items()))
-            self[key] = self.get(key, 0) + value
+            total = self.get(key, 0) + value
+            if total:
+                self[key] = total
+            else:  # values of both signs that cancel (sentiment sums): a zero is left out too
+                self.pop(key, None)

@@ -5,19 +5,42 @@ each response the version with the latest (time, event id), and recomputes every
 as ``{(sample_name, frozenset(labels.items())): value}`` with zero samples left out.
 
 Events are dicts: {"id", "type", "time" (epoch seconds), "data": {...}}.
-Params (plain dict): bucket (s), windows (s), min_responses.
+Params (plain dict): bucket (s), windows (s), min_responses, themes (theme -> phrases).
+
+Comments: the sentiment is the VADER model's compound score (vaderSentiment is the model the
+definition names, so the reference calls it too) of the first 2000 characters; themes are matched
+here on their own, on the comment's text with everything but letters, digits and apostrophes
+turned into single spaces.
 """
 
 from __future__ import annotations
 
 import math
-
+import re
 from fractions import Fraction
+
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from .common import Samples, first_deliveries, window_name, window_test
 
 P = "stream_app_voice_"
 SCALES = {"nps": (0, 10), "csat": (1, 5), "ces": (1, 7)}  # canonical (and default) scales
+
+
+SENTIMENT_EDGES = (-0.5, -0.05, 0.05, 0.5)
+_VADER = SentimentIntensityAnalyzer()
+
+
+def _spaced(text):
+    return " " + " ".join(re.sub(r"[^a-z0-9']+", " ", text.lower()).split()) + " "
+
+
+def comment_themes(text, themes):
+    """Themes whose phrase appears in the comment as whole words; ("other",) for none."""
+    t = _spaced(text[:2000])
+    found = sorted(name for name, phrases in themes.items()
+                   if any(_spaced(p).strip() and _spaced(p) in t for p in phrases))
+    return found or ["other"]
 
 
 def _le(x):
@@ -74,6 +97,9 @@ def compute(events, now, prm):
         score = d["score"]
         cat = classify(kind, score, lo, hi)
         commented = isinstance(d.get("comment"), str) and d["comment"].strip() != ""
+        if commented:
+            sent = _VADER.polarity_scores(d["comment"][:2000])["compound"]
+            themes = comment_themes(d["comment"], prm["themes"])
         v = float(normalise(kind, score, lo, hi))
         clo, chi = SCALES[kind]
         for w in prm["windows"]:
@@ -83,6 +109,15 @@ def compute(events, now, prm):
             put(P + "responses", dict(kind=kind, category=cat, window=wl), 1)
             if commented:
                 put(P + "commented_responses", dict(kind=kind, category=cat, window=wl), 1)
+                lab = dict(kind=kind, category=cat, window=wl)
+                for edge in SENTIMENT_EDGES:
+                    if sent <= edge:
+                        put(P + "comment_sentiment_bucket", {**lab, "le": _le(edge)}, 1)
+                put(P + "comment_sentiment_bucket", {**lab, "le": "+Inf"}, 1)
+                put(P + "comment_sentiment_gcount", lab, 1)
+                put(P + "comment_sentiment_gsum", lab, sent)
+                for theme in themes:
+                    put(P + "comment_themes", {**lab, "theme": theme}, 1)
             for edge in range(clo, chi + 1):
                 if v <= edge:
                     put(P + "score_bucket", dict(kind=kind, window=wl, le=_le(edge)), 1)
@@ -102,3 +137,25 @@ def nps(samples, window):
         )
     n = total()
     return None if not n else 100 * (total("promoter") - total("detractor")) / n
+
+
+def lowest_comments(events, account, now, n, window):
+    """The account's commented responses (winning versions) with event time in (now - window,
+    now], by VADER sentiment, then the newer first, then response id: [(response_id, sentiment)]
+    of the first ``n`` (docs/metrics.md, Qualitative feedback, account health API)."""
+    latest = {}
+    for e in first_deliveries(events):
+        if not e["type"].startswith("survey."):
+            continue
+        rid = e["data"]["response_id"]
+        cur = latest.get(rid)
+        if cur is None or (e["time"], e["id"]) > (cur["time"], cur["id"]):
+            latest[rid] = e
+    rows = []
+    for rid, e in latest.items():
+        c = e["data"].get("comment")
+        if e["data"].get("account_id") != account or not (isinstance(c, str) and c.strip()):
+            continue
+        if now - window < e["time"] <= now:
+            rows.append((_VADER.polarity_scores(c[:2000])["compound"], -e["time"], rid))
+    return [(rid, s) for s, _, rid in sorted(rows)[:n]]

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from stream_app.config import Settings
 from stream_app.engine.labels import OTHER, LabelGuard, LabelRule
+from stream_app.engine.usage.config import LIFECYCLE_STATUSES
 from stream_app.vocabulary import CHANNELS, CLIENTS, PRIORITIES, TICKET_STATUSES
 
 from tests.support.engine import Pipeline
@@ -28,7 +29,7 @@ from tests.support.events import enc, event
 from tests.support.worker import WorkerProcess, settings_of, total, wait_for, worker_env
 
 CAPS = {"team": 6, "plan": 6, "currency": 5, "feature": 12}
-ALLOWED = {"channel": set(CHANNELS), "priority": set(PRIORITIES), "status": set(TICKET_STATUSES), "client": set(CLIENTS)}
+ALLOWED = {"channel": set(CHANNELS), "priority": set(PRIORITIES), "status": set(TICKET_STATUSES) | set(LIFECYCLE_STATUSES), "client": set(CLIENTS)}
 GUARDED = set(CAPS) | set(ALLOWED)
 MARK = "flood"
 # Series whose label values come from configuration, not from events: one series each.

@@ -76,7 +76,10 @@ def revenue_params(cfg: Any) -> dict:
 
 
 def voice_params(cfg: Any) -> dict:
-    return dict(bucket=cfg.bucket_seconds, windows=cfg.windows, min_responses=cfg.min_responses, horizon=cfg.horizon)
+    return dict(
+        bucket=cfg.bucket_seconds, windows=cfg.windows, min_responses=cfg.min_responses, horizon=cfg.horizon,
+        themes={k: list(v) for k, v in cfg.themes.items()},
+    )
 
 
 def health_params(cfg: Any) -> dict:

@@ -58,6 +58,7 @@ class HealthConfig:
     voice_window_seconds: float = 90 * DAY
     voice_max_responses: int = 20  # the latest N responses in the window
     voice_bottom_penalty: float = 0.2  # times the share of detractor/dissatisfied/difficult
+    voice_comments_shown: int = 3  # lowest-sentiment commented responses in an account's facts
     # revenue
     revenue_recent_seconds: float = 30 * DAY  # a contraction signal older than this is ignored
     revenue_contraction_penalty: float = 0.3

@@ -86,11 +86,28 @@ def _voice(state: HealthState, now: float, cfg: HealthConfig, facts: dict) -> fl
     facts.update(responses=len(rs), latest_nps_category=latest_nps,
                  latest_response={"kind": rs[0][2].get("kind"), "category": rs[0][2].get("category"),
                                   "ts": rs[0][0]} if rs else None)
+    facts["lowest_sentiment_comments"] = _lowest_comments(state, lo, cfg.voice_comments_shown)
     if not rs:
         return None
     mean = sum(float(r[2]["score"]) for r in rs) / len(rs)
     bottom = sum(1 for r in rs if r[2].get("category") in BOTTOM_CATEGORIES) / len(rs)
     return _r(max(0.0, mean - cfg.voice_bottom_penalty * bottom))
+
+
+def _lowest_comments(state: HealthState, lo: float, n: int) -> list[dict]:
+    """The ``n`` commented responses of the voice window with the lowest sentiment (ties: the
+    newer first, then by response id). The text is there only if the voice family keeps it."""
+    rs = [(float(sig["sentiment"]), -ts, k, sig) for k, ts, sig in state.live("voice")
+          if ts > lo and sig.get("sentiment") is not None]
+    rs.sort(key=lambda r: r[:3])
+    out = []
+    for sent, neg_ts, k, sig in rs[:n]:
+        c = {"response_id": k, "ts": -neg_ts, "kind": sig.get("kind"), "category": sig.get("category"),
+             "sentiment": sent, "themes": list(sig.get("themes", ()))}
+        if sig.get("comment") is not None:
+            c["comment"] = sig["comment"]
+        out.append(c)
+    return out
 
 
 def _flag(sig: Mapping, *names: str) -> bool:

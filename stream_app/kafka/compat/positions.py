@@ -55,10 +55,13 @@ class PositionGuard:
         self.epoch = 0  # seeks completed
         self.batch_epoch = 0  # epoch when the batch being handed over was fetched
         self.discarded = 0  # messages fetched before a seek, not handed over
+        self.committed_ahead = 0  # partitions whose checkpoint position was committed after a seek
+        self._commits: set[asyncio.Future] = set()  # commits of checkpoint positions under way
         # Held while fetching, while the fetcher handles one message, and while seeking.
         self._lock = asyncio.Lock()
         self._perform_seek = consumer.perform_seek
         self._seek_to_committed = consumer.seek_to_committed
+        self._commit = consumer._commit
         self._fetch = consumer._getmany
         self._getmany = consumer.getmany
 
@@ -76,7 +79,24 @@ class PositionGuard:
         wanted = dict(await self.positions(sources))
         for tp, offset in wanted.items():
             await self.consumer.seek(tp, offset)
+        # Faust takes ``wanted`` for its committed offsets too, so it would commit a position
+        # that a checkpoint put ahead of Kafka's only after a newer message: on a partition that
+        # stays quiet, the group's lag would never clear. The states up to ``wanted`` are durable
+        # (they came from that checkpoint), so commit it now, once the seek is over.
+        ahead = {tp: o for tp, o in wanted.items() if o > (committed.get(tp) or 0)}
+        if ahead:
+            self._commits.add(task := asyncio.ensure_future(self._commit_ahead(ahead)))
+            task.add_done_callback(self._commits.discard)
         return {**committed, **wanted}
+
+    async def _commit_ahead(self, offsets: dict[Any, int]) -> None:
+        try:
+            # Faust's own commit call (its thread's commit: assigned partitions only; a commit
+            # of an older generation fails as "already rebalanced" and is dropped).
+            if await self._commit(offsets):
+                self.committed_ahead += len(offsets)
+        except Exception:  # noqa: BLE001 - the next commit after new messages does it anyway
+            log.warning("committing checkpoint positions %s failed", offsets, exc_info=True)
 
     async def seek_to_committed_or_start(self) -> Any:
         committed = await self._seek_to_committed()

@@ -162,10 +162,27 @@ DRAW_PLANS_CW = cum((0.40, 0.35, 0.18, 0.07))
 DRAW_NPS_CW = cum((2, 1, 1, 2, 2, 4, 6, 12, 18, 26, 26))  # scores 0..10: ~45% promoters
 SCORES_0_10 = tuple(range(11))
 
+#: Comments by mood, written to exercise the qualitative-feedback metrics: each names one or two
+#: of the default themes (vocabulary.DEFAULT_COMMENT_THEMES) or none (other), with the sentiment
+#: its mood implies (VADER scores the good ones positive, the bad ones negative).
 COMMENTS = {
-    "good": ("Quick and helpful, thanks!", "Great support.", "Solved my problem fast.", "Love the product."),
-    "mid": ("Fine, but took a while.", "OK.", "Answer was a bit generic.", "Works, mostly."),
-    "bad": ("Still broken.", "Too slow to respond.", "Had to explain it three times.", "Considering other tools."),
+    "good": (
+        "Quick and helpful, thanks!", "Great support, the agent solved my problem fast.", "Love the product.",
+        "Setup was easy and the tutorial is excellent.", "Great performance, really fast dashboards.",
+        "Clear invoice and fair pricing, happy to pay.", "Excellent onboarding, thank you!", "Awesome, keep it up.",
+    ),
+    "mid": (
+        "Fine, but took a while.", "OK.", "Answer was a bit generic.", "Works, mostly.",
+        "Good tool, but the docs are confusing.", "Pricing is a little expensive for us.",
+        "Nice features, loading is sometimes slow.", "Support was fine.",
+    ),
+    "bad": (
+        "Still broken, this bug is terrible.", "Too slow to respond, very disappointing support.",
+        "Had to explain it three times. Frustrating.", "Considering other tools, awful experience.",
+        "We were charged twice and nobody fixed the invoice. Unacceptable.",
+        "The app is painfully slow and freezes constantly.", "Crashes every day, errors everywhere. Horrible.",
+        "Onboarding was a mess, the setup is confusing and useless.",
+    ),
 }
 
 

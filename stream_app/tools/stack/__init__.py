@@ -18,7 +18,9 @@ One concern per module:
 ``service``        a child process with a log, a readiness probe, stop/kill/restart
 ``kafka_admin``    aiokafka's admin client behind synchronous calls
 ``kafka_broker``   KafkaBroker and its server.properties (SASL/TLS listeners)
+``kafka_cluster``  KafkaCluster: 3 KRaft nodes, replication 3 / min ISR 2, leaders
 ``redis_server``   RedisServer and its redis.conf (ACL users, TLS)
+``redis_cluster``  LocalRedisCluster: masters + replicas, slot owners, failover waits
 ``tls``            a throwaway CA and server certificate
 ``local``          LocalStack: both services in one work dir
 ``cli``            ``stream-app stack up|ensure``
@@ -30,7 +32,9 @@ from .errors import StackError, log_excerpt, tail
 from .install import KAFKA_VERSION, LOG4J_VERSION, cache_dir, ensure_debian_packages, ensure_kafka_jars, kafka_pom
 from .kafka_admin import kafka_metadata
 from .kafka_broker import KafkaBroker, kafka_cluster_id, kafka_sasl_properties, kafka_server_properties
+from .kafka_cluster import KafkaCluster, kafka_cluster_properties
 from .local import LocalStack
+from .redis_cluster import LocalRedisCluster, RedisClusterNode, parse_cluster_nodes
 from .redis_server import RedisServer, redis_config, redis_security_lines
 from .service import Service, die_with_parent, free_ports, pick_port, port_is_free
 from .tls import TlsFiles, self_signed_tls
@@ -39,7 +43,10 @@ __all__ = [
     "KAFKA_VERSION",
     "LOG4J_VERSION",
     "KafkaBroker",
+    "KafkaCluster",
+    "LocalRedisCluster",
     "LocalStack",
+    "RedisClusterNode",
     "RedisServer",
     "Service",
     "StackError",
@@ -50,12 +57,14 @@ __all__ = [
     "ensure_kafka_jars",
     "free_ports",
     "kafka_cluster_id",
+    "kafka_cluster_properties",
     "kafka_metadata",
     "kafka_pom",
     "kafka_sasl_properties",
     "kafka_server_properties",
     "log_excerpt",
     "main_stack",
+    "parse_cluster_nodes",
     "pick_port",
     "port_is_free",
     "redis_config",

@@ -50,7 +50,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
     redis_port = redis_port if args.redis_port is None else args.redis_port
     controller_port = args.controller_port or (kafka_port + 1 if kafka_port else 0)
     stack = LocalStack(
-        args.workdir, kafka_port=kafka_port, controller_port=controller_port, redis_port=redis_port
+        args.workdir,
+        kafka_port=kafka_port,
+        controller_port=controller_port,
+        redis_port=redis_port,
+        kafka_nodes=args.kafka_nodes,
+        redis_cluster=args.redis_cluster,
     )
     stopping = threading.Event()
 
@@ -72,15 +77,17 @@ def _cmd_up(args: argparse.Namespace) -> int:
             topics = [*settings.input_topics().values(), settings.topic_deadletter]
             stack.create_topics(topics, partitions=settings.topic_partitions)
         print(f"stream-app stack is up in {time.monotonic() - t0:.1f}s (work dir {stack.workdir})")
-        print(f"  Kafka {stack.kafka.version}  {stack.bootstrap}   log {stack.kafka.log_path}")
-        print(f"  Redis         {stack.redis_url}   log {stack.redis.log_path}")
+        for node in _nodes(stack.kafka):
+            print(f"  Kafka {stack.kafka.version}  {node.bootstrap}   log {node.log_path}")
+        for node in _nodes(stack.redis):
+            print(f"  Redis         {node.redis_url}   log {node.log_path}")
         if topics:
             print(f"  topics ({settings.topic_partitions} partitions): {', '.join(topics)}")
         for k, v in stack.env().items():
             print(f"export {k}={v}")
         print("Ctrl-C stops the stack.", flush=True)
         while not stopping.wait(1.0):
-            for svc in (stack.kafka, stack.redis):
+            for svc in [*_nodes(stack.kafka), *_nodes(stack.redis)]:
                 if not svc.running:
                     print(f"{svc.name} exited unexpectedly; {log_excerpt(svc.log_path)}", file=sys.stderr)
                     return 1
@@ -90,6 +97,11 @@ def _cmd_up(args: argparse.Namespace) -> int:
         stack.close() if args.workdir is None else stack.stop()
         for s, h in old.items():
             signal.signal(s, h)
+
+
+def _nodes(service) -> list:
+    """The processes of a service: itself, or a cluster's nodes."""
+    return list(getattr(service, "nodes", [service]))
 
 
 def main_stack(argv: Sequence[str] | None = None) -> int:
@@ -104,6 +116,10 @@ def main_stack(argv: Sequence[str] | None = None) -> int:
     up.add_argument("--redis-port", type=int, help="default: port of STREAM_APP_REDIS_URL (6379); 0 = any free port")
     up.add_argument("--random-ports", action="store_true", help="pick free ports for everything")
     up.add_argument("--no-topics", action="store_true", help="do not create the app's topics from settings")
+    up.add_argument("--kafka-nodes", type=int, default=1, metavar="N",
+                    help="N > 1: a replicated Kafka of N KRaft nodes on free ports (replication 3, min ISR 2)")
+    up.add_argument("--redis-cluster", action="store_true",
+                    help="a Redis Cluster (3 masters + 3 replicas on free ports) instead of one Redis")
     up.set_defaults(func=_cmd_up)
 
     ens = sub.add_parser("ensure", help="install what the stack needs (Kafka jars, Debian packages)")

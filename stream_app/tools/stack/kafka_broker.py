@@ -162,8 +162,11 @@ class KafkaBroker(Service):
         start_timeout: float = 90.0,
         sasl_users: Mapping[str, str] | None = None,
         tls: TlsFiles | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         super().__init__(workdir, start_timeout)
+        # The nodes of one cluster format their log dirs with the same id (KafkaCluster).
+        self.cluster_id = cluster_id
         self._auto_ports = not port and not controller_port
         if not port or not controller_port:
             p, c = free_ports(2)
@@ -256,7 +259,7 @@ class KafkaBroker(Service):
             cmd = self._jvm(
                 "kafka.tools.StorageTool", "format", "--ignore-formatted",
                 # "=": a random id may start with "-", which argparse would take for an option.
-                f"--cluster-id={kafka_cluster_id()}", "-c", str(self.conf_path), *scram, heap="256m",
+                f"--cluster-id={self.cluster_id or kafka_cluster_id()}", "-c", str(self.conf_path), *scram, heap="256m",
             )  # fmt: skip
             with open(self.log_path, "ab") as log:
                 log.write(b"\n===== formatting log dir\n")

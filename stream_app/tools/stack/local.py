@@ -1,4 +1,6 @@
-"""LocalStack: a Kafka broker and a Redis server in one work dir, started and stopped together."""
+"""LocalStack: Kafka and Redis in one work dir, started and stopped together: one broker and one
+Redis server by default, or a replicated Kafka (``kafka_nodes=3``) and a Redis Cluster
+(``redis_cluster=True``)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ from pathlib import Path
 
 from .install import KAFKA_VERSION
 from .kafka_broker import KafkaBroker
+from .kafka_cluster import KafkaCluster
+from .redis_cluster import LocalRedisCluster
 from .redis_server import RedisServer
 
 
@@ -32,18 +36,30 @@ class LocalStack:
         kafka_version: str = KAFKA_VERSION,
         kafka_heap: str = "512m",
         kafka_config: Mapping[str, object] | None = None,
+        kafka_nodes: int = 1,
+        redis_cluster: bool = False,
     ) -> None:
         self._own_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="stream-app-stack-")).resolve()
-        self.kafka = KafkaBroker(
-            self.workdir / "kafka",
-            port=kafka_port,
-            controller_port=controller_port,
-            version=kafka_version,
-            heap=kafka_heap,
-            extra_config=kafka_config,
-        )
-        self.redis = RedisServer(self.workdir / "redis", port=redis_port, persist=redis_persist)
+        self.kafka: KafkaBroker | KafkaCluster
+        self.redis: RedisServer | LocalRedisCluster
+        if kafka_nodes > 1:  # free ports: a cluster's ports are its own
+            self.kafka = KafkaCluster(
+                self.workdir / "kafka", size=kafka_nodes, version=kafka_version, extra_config=kafka_config
+            )
+        else:
+            self.kafka = KafkaBroker(
+                self.workdir / "kafka",
+                port=kafka_port,
+                controller_port=controller_port,
+                version=kafka_version,
+                heap=kafka_heap,
+                extra_config=kafka_config,
+            )
+        if redis_cluster:
+            self.redis = LocalRedisCluster(self.workdir / "redis", persist=redis_persist)
+        else:
+            self.redis = RedisServer(self.workdir / "redis", port=redis_port, persist=redis_persist)
 
     @property
     def bootstrap(self) -> str:
@@ -55,7 +71,11 @@ class LocalStack:
 
     def env(self) -> dict[str, str]:
         """Settings environment (``STREAM_APP_*``) pointing the app at this stack."""
-        return {"STREAM_APP_KAFKA_BOOTSTRAP": self.bootstrap, "STREAM_APP_REDIS_URL": self.redis_url}
+        env = {"STREAM_APP_KAFKA_BOOTSTRAP": self.bootstrap, "STREAM_APP_REDIS_URL": self.redis_url}
+        for service in (self.kafka, self.redis):
+            if isinstance(service, KafkaCluster | LocalRedisCluster):
+                env.update(service.env())  # replication settings, the cluster client
+        return env
 
     def start(self) -> "LocalStack":
         try:

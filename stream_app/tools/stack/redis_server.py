@@ -105,9 +105,13 @@ class RedisServer(Service):
                 data_dir=self.data_dir,
                 persist=self.persist,
                 fsync=self.fsync,
-                extra_lines=redis_security_lines(self.users, self.tls, self.tls_port),
+                extra_lines=self._extra_lines(),
             )
         )
+
+    def _extra_lines(self) -> list[str]:
+        """redis.conf lines beyond the basics (a cluster node adds its own)."""
+        return redis_security_lines(self.users, self.tls, self.tls_port)
 
     def _command(self) -> list[str]:
         return [shutil.which("redis-server") or "redis-server", str(self.conf_path)]

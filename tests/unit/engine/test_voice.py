@@ -10,6 +10,7 @@ from datetime import datetime, timezone
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from stream_app.engine.labels import LabelGuard
 from stream_app.engine.voice import (
@@ -36,6 +37,7 @@ H = 3600
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp()  # hour-aligned
 NOW = T0 + 100 * DAY + 1800  # mid-bucket
 P = "stream_app_voice_"
+VADER = SentimentIntensityAnalyzer()
 
 
 def nps(eid, ts, rid, score, comment=None, account="acc"):
@@ -275,7 +277,10 @@ def test_state_round_trip_version_and_rejections():
     s, _ = apply(None, csat("x", NOW, "R", 3, comment="meh"))
     s, _ = apply(s, csat("w", NOW - 5, "R", 4))
     d = s.to_dict()
-    assert d == {"v": 1, "r": "R", "c": ["x", NOW, "csat", 3, 1, 5, 1, "acc"], "x": ["w"]}
+    vader = VADER.polarity_scores("meh")["compound"]
+    assert d == {"v": 1, "r": "R", "c": ["x", NOW, "csat", 3, 1, 5, 1, "acc", vader, ["other"], None], "x": ["w"]}
+    old = {"v": 1, "r": "R", "c": ["x", NOW, "csat", 3, 1, 5, 1, "acc"]}  # written before comments were analysed
+    assert ResponseState.from_dict(old).facts()[-3:] == (None, (), None)
     assert ResponseState.from_dict(json.loads(json.dumps(d))) == s
     assert s.max_ts() == NOW and s.has_event("w") and s.has_event("x") and not s.has_event("v")
     with pytest.raises(ValueError):
@@ -292,7 +297,8 @@ def test_account_signal_for_customer_health():
     s, _ = apply(None, csat("x", NOW, "R", 8, lo=1, hi=10, comment="private words", account="acct-1"))
     sig = account_signal(s)
     assert sig == {"account_id": "acct-1", "kind": "csat", "score": pytest.approx(7 / 9), "category": "satisfied",
-                   "ts": NOW, "has_comment": True, "response_id": "R"}
+                   "ts": NOW, "has_comment": True, "response_id": "R",
+                   "sentiment": VADER.polarity_scores("private words")["compound"], "themes": ["other"]}
     assert "private words" not in json.dumps(sig)
     s2, _ = apply(s, nps("y", NOW + 60, "R", 10, account="acct-1"))  # a correction replaces the signal
     assert account_signal(s2)["score"] == 1.0 and account_signal(s2)["kind"] == "nps"
@@ -318,9 +324,10 @@ def test_too_late_event_is_counted_and_its_state_still_updated():
     # cutoff = bucket_start(NOW - 91 d); a response 95 d old is too late
     e.feed([nps("old", NOW - 95 * DAY, "OLD", 0, comment="x")])
     assert e.too_late == 1
-    assert e.index.dropped == 3  # responses, commented and score contributions refused
+    # responses, commented, score, comment sentiment and comment theme (other) contributions refused
+    assert e.index.dropped == 5
     s = samples(e.index, NOW)
-    assert s[(P + "window_dropped_contributions_total", lab())] == 3
+    assert s[(P + "window_dropped_contributions_total", lab())] == 5
     # its state was written and served the health view; older than the cutoff it affects no
     # metric any more, so expiry deletes it in the same step and tells health so
     assert [(c.entity, c.signal and c.signal["score"]) for c in e.signals] == [("N", 1.0), ("OLD", 0.0), ("OLD", None)]

@@ -80,6 +80,12 @@ class ScriptedKafka:
                 self.seek(tp, offset)
         return dict(self.committed)
 
+    async def commit(self, offsets: dict[TP, int]) -> bool:
+        """The consumer thread's commit (Faust's ``_commit`` calls it): Kafka's committed offsets."""
+        await asyncio.sleep(0)
+        self.committed.update(offsets)
+        return True
+
     def assignment(self) -> set[TP]:
         return set(self.ends)
 
@@ -120,6 +126,7 @@ class FaustWorker:
         guard: bool,
         fast: bool,
         buffer_size: int = 100,
+        positions_from: positions.Positions | None = None,
     ) -> None:
         self.kafka = kafka
         self.app = faust.App(
@@ -137,7 +144,7 @@ class FaustWorker:
         self.agents_running = asyncio.Event()  # clear it to hold the agents (their queues fill)
         self.agents_running.set()
         self.hooks: dict[int, Hook] = {}
-        self.guard = positions.install(self.consumer, set(self.topics)) if guard else None
+        self.guard = positions.install(self.consumer, set(self.topics), positions_from) if guard else None
         self.hand_over = drain.install(self.consumer) if fast else None
         self._tasks: list[asyncio.Task] = []
 

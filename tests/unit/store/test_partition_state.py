@@ -89,8 +89,9 @@ def test_items_of_partitions_and_dropping_one():
 
 
 def test_script_args_layout_and_backoff():
-    assert script_args("tok", "n", 7, [("k1", b"v1"), ("k2", b"v2")], ["d1"]) == [
-        "tok", "n", "7", "2", "k1", b"v1", "k2", b"v2", "d1"
+    assert script_args("tok", "n", 7, 5, 3, [("k1", b"v1"), ("k2", b"v2")], ["d1"]) == [
+        "tok", "n", "7", "5", "3", "2", "k1", b"v1", "k2", b"v2", "d1"
     ]
-    assert script_args("tok", "f", None, [], [])[:4] == ["tok", "f", "", "0"]
+    assert script_args("tok", "f", None, "*", 1, [], []) == ["tok", "f", "", "*", "1", "0"]
+    assert script_args("tok", "n", 9, None, 1, [], [])[3] == ""  # expects no offset in Redis
     assert [flush_backoff(n, 1.0, 10.0) for n in range(6)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]

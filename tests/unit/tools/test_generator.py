@@ -448,9 +448,16 @@ def test_cli_dry_run_prints_decodable_events_paced_at_the_rate():
 def test_cli_stops_cleanly_on_sigterm():
     proc = subprocess.Popen(_cli("--dry-run", "--rate", "50"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        time.sleep(2.0)
+        # The first progress line comes from the running loop, after its signal handlers are
+        # installed (a fixed sleep raced with the imports on a loaded machine).
+        before = []
+        for line in proc.stderr:
+            before.append(line)
+            if line.startswith(b"sent="):
+                break
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
+        err = b"".join(before) + err
     finally:
         if proc.poll() is None:
             proc.kill()
