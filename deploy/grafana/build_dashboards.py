@@ -318,6 +318,13 @@ def support_board() -> dict:
                    stack=True, w=8),
         timeseries("Backlog by team", [(f"sum by (team) ({m}backlog_tickets{{{s}}})", "{{team}}")],
                    stack=True, w=8),
+        timeseries("Backlog older than 1 / 3 / 7 days",
+                   [(f"sum by (older_than) ({m}backlog_age_tickets{{{s}}})", "older than {{older_than}}")],
+                   description="Tickets not solved/closed whose age (now - creation) is above 1, 3, 7 days "
+                               "(cumulative: a ticket older than 7 d is in all three).", w=12),
+        bargauge("Backlog older than 3 days by team and priority",
+                 [(f'sum by (team, priority) ({m}backlog_age_tickets{{{s}, older_than="3d"}})', "{{team}} {{priority}}")],
+                 steps=[("green", None), ("orange", 1), ("red", 10)], w=12),
         row("First response ($window window)"),
         timeseries("First response time p50 / p90", quantiles("first_response_seconds"), unit="s",
                    description="Creation to first agent public reply, tickets answered in the window."),
@@ -344,6 +351,27 @@ def support_board() -> dict:
             (f"sum({m}handle_time_seconds_gsum{{{sw}}})\n  / sum({m}handle_time_seconds_gcount{{{sw}}})",
              "handle time (AHT)"),
         ], unit="s"),
+        row("Depth: touches, reassignments, on-hold and pending ($window window, tickets solved)"),
+        timeseries("One- / two- / multi-touch resolutions", [
+            (f'sum({m}agent_touches_bucket{{{sw}, le="1.0"}}) - sum({m}agent_touches_bucket{{{sw}, le="0.0"}})',
+             "one-touch"),
+            (f'sum({m}agent_touches_bucket{{{sw}, le="2.0"}}) - sum({m}agent_touches_bucket{{{sw}, le="1.0"}})',
+             "two-touch"),
+            (f'sum({m}agent_touches_gcount{{{sw}}}) - sum({m}agent_touches_bucket{{{sw}, le="2.0"}})',
+             "multi-touch"),
+            (f'sum({m}agent_touches_bucket{{{sw}, le="0.0"}})', "no public reply"),
+        ], stack=True, w=8,
+            description="Tickets currently solved/closed, by agent public replies up to their last solve."),
+        timeseries("Reassignments per solved ticket, by team", [
+            (f"sum by (team) ({m}reassignments_gsum{{{sw}}})\n  / sum by (team) ({m}reassignments_gcount{{{sw}}})",
+             "{{team}}"),
+        ], w=8,
+            description="Moves to another team, or from one agent to another, up to the last solve (mean)."),
+        timeseries("On-hold and agent wait (pending) time (mean)", [
+            (f"sum({m}on_hold_seconds_gsum{{{sw}}})\n  / sum({m}on_hold_seconds_gcount{{{sw}}})", "on hold"),
+            (f"sum({m}agent_wait_seconds_gsum{{{sw}}})\n  / sum({m}agent_wait_seconds_gcount{{{sw}}})",
+             "agent wait (pending)"),
+        ], unit="s", w=8, description="Per ticket solved in the window, from creation to its last solve."),
         row("SLA breaches and tickets at risk"),
         timeseries("SLA breaches by target ($window)",
                    [(f"sum by (target) ({m}sla_breaches{{{sw}}})", "{{target}}")],
@@ -371,8 +399,9 @@ def support_board() -> dict:
     ]
     return dashboard(
         "stream-app-support", "stream_app / Support operations",
-        "Backlog, first response and resolution times, SLA compliance, breaches, tickets at risk and "
-        "volume, by team and priority; ticket volumes by channel too.",
+        "Backlog and its age, first response and resolution times, touches, reassignments, on-hold "
+        "and pending time, SLA compliance, breaches, tickets at risk and volume, by team and priority; "
+        "ticket volumes by channel too.",
         panels, variables,
     )
 

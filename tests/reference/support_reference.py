@@ -12,7 +12,8 @@ Events are dicts: {"id", "type", "time" (epoch seconds), "data": {...}}.
 Params (plain dict): bucket, volume_windows, windows, edges_first_response, edges_resolution,
 edges_handle, targets {priority: (first_reply_s | None, resolution_s | None)}, at_risk,
 calendars {team or "*": (tz, weekdays, "HH:MM", "HH:MM")}, ticket_retention (s, 0 or absent =
-tickets kept for good) and horizon (longest window + grace).
+tickets kept for good) and horizon (longest window + grace); support depth: edges_touches,
+edges_reassignments, edges_status_time and backlog_age (thresholds, seconds).
 """
 
 from __future__ import annotations
@@ -77,6 +78,40 @@ def _ends(life):
         if s:
             status = s
     return status in ("solved", "closed")
+
+
+def _days(seconds):
+    return f"{seconds // 86400}d"
+
+
+def _reassignments(evs, created):
+    """Times of the ticket.assigned events (creation on, log order) that move the ticket to
+    another team, or from one agent to another."""
+    team, agent, out = created["data"]["team"], None, []
+    for e in evs:
+        if e["type"] != "ticket.assigned" or e["time"] < created["time"]:
+            continue
+        new_team, new_agent = e["data"]["team"], e["data"].get("agent_id")
+        if new_team != team or (agent and new_agent and new_agent != agent):
+            out.append(e["time"])
+        team, agent = new_team, new_agent
+    return out
+
+
+def _time_in(statuses, start, end, wanted):
+    """Seconds of [start, end] in status ``wanted``, walking the (time, status) changes; the
+    status is new before the first."""
+    total, status, t = 0.0, "new", start
+    for ts, s in statuses:
+        if ts >= end:
+            break
+        if ts > t:
+            total += (ts - t) if status == wanted else 0.0
+            t = ts
+        status = s
+    if end > t and status == wanted:
+        total += end - t
+    return total
 
 
 def compute(events, now, prm):
@@ -168,6 +203,9 @@ def compute(events, now, prm):
             count("reopens", volume, t, prm["volume_windows"])
         if not is_done:
             put(P + "backlog_tickets", _lab(**base, status=current), 1)
+            for th in prm["backlog_age"]:
+                if now - C > th:
+                    put(P + "backlog_age_tickets", _lab(**base, older_than=_days(th)), 1)
             k = (P + "oldest_unsolved_ticket_created_timestamp_seconds", _lab(**base))
             out[k] = min(out.get(k, C), C)
 
@@ -214,6 +252,11 @@ def compute(events, now, prm):
             ]
             if spent:
                 obs("handle_time_seconds", base, L, float(sum(spent)))
+            # support depth, every solved ticket up to its last solve
+            obs("agent_touches", base, L, sum(1 for t in agent_public if t <= L))
+            obs("reassignments", base, L, sum(1 for t in _reassignments(evs, c) if t <= L))
+            obs("on_hold_seconds", base, L, _time_in(statuses, C, L, "on_hold"))
+            obs("agent_wait_seconds", base, L, _time_in(statuses, C, L, "pending"))
 
         targets = prm["targets"].get(prio)
         if targets:
@@ -244,6 +287,10 @@ def compute(events, now, prm):
         "full_resolution_seconds": prm["edges_resolution"],
         "requester_wait_seconds": prm["edges_resolution"],
         "handle_time_seconds": prm["edges_handle"],
+        "agent_touches": prm["edges_touches"],
+        "reassignments": prm["edges_reassignments"],
+        "on_hold_seconds": prm["edges_status_time"],
+        "agent_wait_seconds": prm["edges_status_time"],
     }
     for metric, rows in hist_obs.items():
         for w in prm["windows"]:

@@ -54,6 +54,8 @@ def support_params(cfg: Any, calendars: Mapping[str, tuple] | None = None) -> di
         edges_handle=cfg.handle_time_edges, at_risk=cfg.at_risk_fraction, calendars=dict(calendars or {}),
         targets={p: (t.first_reply_seconds, t.resolution_seconds) for p, t in cfg.sla_targets.items()},
         ticket_retention=cfg.ticket_retention_seconds, horizon=cfg.horizon,
+        edges_touches=cfg.touch_edges, edges_reassignments=cfg.reassignment_edges,
+        edges_status_time=cfg.status_time_edges, backlog_age=cfg.backlog_age_seconds,
     )  # fmt: skip
 
 

@@ -16,6 +16,8 @@ PREFIX = "stream_app_support_"
 BASE_LABELS = ("team", "channel", "priority")
 RESOLVED = frozenset({"solved", "closed"})
 WAITING = frozenset({"new", "open", "on_hold"})  # requester wait: pending is excluded
+ON_HOLD = frozenset({"on_hold"})  # on-hold time: waiting on someone else than the requester
+PENDING = frozenset({"pending"})  # agent wait time: waiting on the requester
 SLA_KINDS = ("first_reply", "resolution")
 DEFAULT_TICKET_RETENTION_SECONDS = 30 * 86400  # >= the health stage's 30-day look at solved tickets
 
@@ -99,6 +101,13 @@ class BusinessCalendar:
 DEFAULT_RESPONSE_EDGES = (60, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400, 172800)
 DEFAULT_RESOLUTION_EDGES = (900, 3600, 14400, 28800, 86400, 172800, 259200, 604800)
 DEFAULT_HANDLE_TIME_EDGES = (60, 300, 600, 1800, 3600, 7200, 14400)
+# Support depth: few edges, the series budget. Touches: 1 = one-touch, 2 = two-touch, above = multi.
+DEFAULT_TOUCH_EDGES = (0, 1, 2)
+DEFAULT_REASSIGNMENT_EDGES = (0, 1, 2, 3)
+DEFAULT_STATUS_TIME_EDGES = (0, 3600, 14400, 86400, 259200, 604800)  # on-hold / pending time; 0: never
+# Backlog age: a ticket not solved/closed is counted in every threshold its age (now - created,
+# by the read time) is above.
+DEFAULT_BACKLOG_AGE_SECONDS = (86400, 259200, 604800)
 
 
 @dataclass
@@ -117,6 +126,10 @@ class SupportConfig:
     response_edges: tuple[float, ...] = DEFAULT_RESPONSE_EDGES
     resolution_edges: tuple[float, ...] = DEFAULT_RESOLUTION_EDGES
     handle_time_edges: tuple[float, ...] = DEFAULT_HANDLE_TIME_EDGES
+    touch_edges: tuple[float, ...] = DEFAULT_TOUCH_EDGES
+    reassignment_edges: tuple[float, ...] = DEFAULT_REASSIGNMENT_EDGES
+    status_time_edges: tuple[float, ...] = DEFAULT_STATUS_TIME_EDGES
+    backlog_age_seconds: tuple[int, ...] = DEFAULT_BACKLOG_AGE_SECONDS
     # A solved/closed (or incomplete) ticket's life ends this long after its newest event: a later
     # event starts a new life, and its state is deleted once the watermark cutoff passes that
     # time. 0 = tickets are kept for good. At least max window + grace (see docs/metrics.md).

@@ -73,6 +73,26 @@ _HIST = {
         "Agent working time per ticket (sum of time_spent_seconds), tickets currently solved/closed "
         "that reported any, by last solve time.",
     ),
+    # support depth: per ticket currently solved/closed, up to its last solve, by last solve time
+    "touches": (
+        "agent_touches",
+        "Agent public replies up to the last solve, tickets currently solved/closed, by last solve time "
+        "(le=1 minus le=0: one-touch; le=2 minus le=1: two-touch; above 2: multi-touch).",
+    ),
+    "reassignments": (
+        "reassignments",
+        "Reassignments (to another team, or from one agent to another) up to the last solve, tickets "
+        "currently solved/closed, by last solve time.",
+    ),
+    "on_hold": (
+        "on_hold_seconds",
+        "Time in on_hold until the last solve, tickets currently solved/closed, by last solve time.",
+    ),
+    "agent_wait": (
+        "agent_wait_seconds",
+        "Time in pending (waiting on the requester) until the last solve, tickets currently solved/closed, "
+        "by last solve time.",
+    ),
 }
 
 
@@ -114,6 +134,39 @@ class _SlaClocks(Clocks):
         self.late.reset()
 
 
+class _BacklogAge(Clocks):
+    """Unsolved tickets' ages ``((team, priority), created)``: stage i once ``now - created``
+    is above the i-th threshold; a ticket in stage i counts in the first i thresholds."""
+
+    __slots__ = ("thresholds", "older")
+
+    def __init__(self, thresholds: tuple[int, ...]) -> None:
+        super().__init__()
+        self.thresholds = thresholds
+        self.older: dict[tuple, int] = {}  # (team, priority, threshold index) -> tickets
+
+    def stages(self, key) -> tuple[float, ...]:
+        return tuple(after(key[1] + th) for th in self.thresholds)
+
+    def effect(self, key, stage: int, n: int) -> None:
+        older = self.older
+        for i in range(stage):
+            k = key[0] + (i,)
+            v = older.get(k, 0) + n
+            if v:
+                older[k] = v
+            else:
+                older.pop(k, None)
+
+    def reset_effects(self) -> None:
+        self.older = {}
+
+
+def age_label(seconds: int) -> str:
+    """The ``older_than`` label: whole days as ``1d``, ``3d``; else as a window label."""
+    return f"{seconds // 86400}d" if seconds % 86400 == 0 else window_label(seconds)
+
+
 class SupportIndex(ContributionIndex):
     """Support aggregates derived from ticket states. Not thread-safe (use the event loop)."""
 
@@ -131,6 +184,10 @@ class SupportIndex(ContributionIndex):
             "full_resolution": cfg.full_resolution_edges,
             "requester_wait": cfg.full_resolution_edges,
             "handle_time": tuple(cfg.handle_time_edges),
+            "touches": tuple(cfg.touch_edges),
+            "reassignments": tuple(cfg.reassignment_edges),
+            "on_hold": tuple(cfg.status_time_edges),
+            "agent_wait": tuple(cfg.status_time_edges),
         }
         self._hist = {k: RollingHistogram(edges[k], cfg.windows, g) for k in _HIST}
         self._counters = {**self._volume, **self._fcr, "sla_breach": self._breaches}
@@ -138,8 +195,10 @@ class SupportIndex(ContributionIndex):
         self._open_created: dict[tuple, dict[float, int]] = {}  # labels -> {created ts: tickets}
         self._open_heap: dict[tuple, list[float]] = {}  # labels -> heap of those ts (lazy)
         self._sla = _SlaClocks(cfg.at_risk_fraction, cfg.windows, g)
+        self._age = _BacklogAge(tuple(cfg.backlog_age_seconds))
         self._seen_backlog: set[tuple] = set()  # so an emptied backlog series reads 0, not absent
         self._seen_sla: set[tuple] = set()
+        self._seen_backlog_age: set[tuple] = set()  # (team, priority) with an unsolved ticket once
         self._narrow: dict[tuple, tuple] = {}  # (team, channel, priority, ...) -> (team, priority, ...)
         self.dropped = 0  # contributions refused because their bucket was already evicted
 
@@ -166,6 +225,9 @@ class SupportIndex(ContributionIndex):
             return 0 if ok or k < 0 else k
         if name == "open_created":
             self._open(labels, value, k)
+            self._age.add((labels, value), k)
+            if k > 0:
+                self._seen_backlog_age.add(labels)
             return 0
         if name == "sla_clock":
             self._sla.add((labels, value), k)
@@ -218,10 +280,10 @@ class SupportIndex(ContributionIndex):
 
     # -- exposition -------------------------------------------------------
     def _running_clocks(self) -> list:
-        return [self._sla]
+        return [self._sla, self._age]
 
     def _valid_until(self, now: float) -> float:
-        return min(self._breaches.next_edge(now), self._sla.next_change())
+        return min(self._breaches.next_edge(now), self._sla.next_change(), self._age.next_change())
 
     def _collect(self, now: float) -> list[Metric]:
         """Prometheus metric families read at wall-clock ``now`` (epoch seconds)."""
@@ -276,6 +338,20 @@ class SupportIndex(ContributionIndex):
         backlog = self._gauges["backlog"]
         for labels in sorted(self._seen_backlog):
             fam.add_metric(list(labels), backlog.get(labels, 0))
+        out.append(fam)
+
+        age = self._age
+        age.advance(now)
+        fam = GaugeMetricFamily(
+            PREFIX + "backlog_age_tickets",
+            "Tickets not solved/closed now whose age (read time - creation) is above older_than "
+            "(cumulative: a ticket older than 7d also counts in 1d and 3d).",
+            labels=LABELS + ("older_than",),
+        )
+        ages = [age_label(th) for th in age.thresholds]
+        for labels in sorted(self._seen_backlog_age):
+            for i, name in enumerate(ages):
+                fam.add_metric([*labels, name], age.older.get(labels + (i,), 0))
         out.append(fam)
 
         fam = GaugeMetricFamily(

@@ -10,7 +10,7 @@ from stream_app.engine.fields import field as _field
 
 from stream_app.engine.expiry import retention_bucket
 
-from .config import BASE_LABELS, Contribution, RESOLVED, SupportConfig, WAITING
+from .config import BASE_LABELS, Contribution, ON_HOLD, PENDING, RESOLVED, SupportConfig, WAITING
 
 
 # --------------------------------------------------------------------------- state
@@ -31,7 +31,7 @@ class TicketState:
     replies:  id -> [ts, role 'a'|'c'|'b', public, time_spent_seconds|None]
     statuses: id -> [ts, status, time_spent_seconds|None]  (status_changed, solved, reopened = open,
               closed)
-    assigns:  id -> [ts, team]
+    assigns:  id -> [ts, team, agent_id|None]  (states stored before agents were kept: [ts, team])
     """
 
     ticket_id: str
@@ -158,7 +158,8 @@ def apply(state: TicketState | None, event: Any, retention_seconds: float = 0) -
     if etype == "ticket.closed":
         return _with(state, "statuses", eid, [ts, "closed", None]), True
     if etype == "ticket.assigned":
-        return _with(state, "assigns", eid, [ts, _field(data, "team")]), True
+        agent = _field(data, "agent_id")
+        return _with(state, "assigns", eid, [ts, _field(data, "team"), None if agent is None else str(agent)]), True
     raise ValueError(f"not a ticket event type: {etype!r}")
 
 
@@ -177,6 +178,7 @@ class TicketFacts(NamedTuple):
     agent_public: list[float]  # agent public reply times, ordered
     messages: list[tuple[float, str]]  # customer messages ('c') and agent public replies ('a'), ordered
     time_spent: float | None  # sum of time_spent_seconds over replies and solves; None if never given
+    reassignments: list[float]  # event times of assignments to another team or another agent
 
 
 def derive(state: TicketState) -> TicketFacts | None:
@@ -185,10 +187,18 @@ def derive(state: TicketState) -> TicketFacts | None:
         return None
     cid = min(state.created, key=lambda k: (state.created[k][0], k))
     c_ts, channel, priority, team, account = state.created[cid]
-    team_ts, team_id = c_ts, ""  # created ranks before an assignment with the same ts
-    for aid, (a_ts, a_team) in state.assigns.items():
-        if (a_ts, aid) > (team_ts, team_id):
-            team_ts, team_id, team = a_ts, aid, a_team
+    # Assignments from creation on, by (ts, id); created ranks before one with the same ts. The
+    # latest sets the current team; one that moves the ticket to another team, or from one agent
+    # to another, is a reassignment (an agent first taking it within its team is not).
+    reassignments: list[float] = []
+    agent = None
+    for aid, f in sorted(state.assigns.items(), key=lambda kv: (kv[1][0], kv[0])):
+        if (f[0], aid) <= (c_ts, ""):
+            continue
+        a_agent = f[2] if len(f) > 2 else None
+        if f[1] != team or (agent is not None and a_agent is not None and a_agent != agent):
+            reassignments.append(f[0])
+        team, agent = f[1], a_agent
     transitions = [(f[0], f[1]) for _, f in sorted(state.statuses.items(), key=lambda kv: (kv[1][0], kv[0]))]
     solves: list[float] = []
     reopens: list[float] = []
@@ -217,23 +227,30 @@ def derive(state: TicketState) -> TicketFacts | None:
             spent = (spent or 0.0) + f[2]
     return TicketFacts(
         c_ts, channel, priority, team, account, status, solves, reopens, transitions,
-        agent_public, messages, spent,
+        agent_public, messages, spent, reassignments,
     )
 
 
 def requester_wait(created_ts: float, transitions: list[tuple[float, str]], until: float) -> float:
     """Seconds in new/open/on_hold between creation and ``until`` (status starts as new)."""
+    return status_seconds(created_ts, transitions, until, WAITING)
+
+
+def status_seconds(
+    created_ts: float, transitions: list[tuple[float, str]], until: float, statuses: frozenset[str]
+) -> float:
+    """Seconds in one of ``statuses`` between creation and ``until`` (status starts as new)."""
     total = 0.0
     cur_t, cur_s = created_ts, "new"
     for t, st in transitions:
         if t > until:
             break
         lo, hi = max(cur_t, created_ts), min(t, until)
-        if cur_s in WAITING and hi > lo:
+        if cur_s in statuses and hi > lo:
             total += hi - lo
         cur_t, cur_s = t, st
     lo = max(cur_t, created_ts)
-    if cur_s in WAITING and until > lo:
+    if cur_s in statuses and until > lo:
         total += until - lo
     return total
 
@@ -289,6 +306,11 @@ def contributions(state: TicketState, cfg: SupportConfig) -> list[Contribution]:
         out.append(("requester_wait", lab, last_solve, requester_wait(C, f.transitions, last_solve)))
         if f.time_spent is not None:
             out.append(("handle_time", lab, last_solve, f.time_spent))
+        # support depth (docs/metrics.md, Support, Depth): per solved ticket, up to its last solve
+        out.append(("touches", lab, last_solve, float(sum(1 for t in f.agent_public if t <= last_solve))))
+        out.append(("reassignments", lab, last_solve, float(sum(1 for t in f.reassignments if t <= last_solve))))
+        out.append(("on_hold", lab, last_solve, status_seconds(C, f.transitions, last_solve, ON_HOLD)))
+        out.append(("agent_wait", lab, last_solve, status_seconds(C, f.transitions, last_solve, PENDING)))
 
     target = cfg.sla_targets.get(f.priority)
     if target is not None:

@@ -1,5 +1,6 @@
-"""Ticket lifecycles: created, assigned, replies and customer waits, solved, reopened, closed;
-a solve may start a CSAT or CES survey."""
+"""Ticket lifecycles: created, assigned (then maybe reassigned to another team or agent), replies
+and customer waits, on hold and pending, solved, reopened, closed; a solve may start a CSAT or CES
+survey."""
 
 from __future__ import annotations
 
@@ -119,10 +120,15 @@ def ticket(sim: Simulation, t: float) -> Proc:
         t += r.uniform(0.2, 2.0)
         yield t, "ticket.status_changed", _status(tid, "open", "pending")
         status = "open"
-        if r.random() < 0.06:
+        u = r.random()
+        if u < 0.06:  # escalated to another team
             t += sim.delay(600.0)
             team = r.choice([x for x in TEAMS if x != team])
             agent = r.choice(sim.agents[team])
+            yield t, "ticket.assigned", {"ticket_id": tid, "team": team, "agent_id": agent}
+        elif u < 0.10 and len(sim.agents[team]) > 1:  # handed to a colleague (shift end, expertise)
+            t += sim.delay(600.0)
+            agent = r.choice([x for x in sim.agents[team] if x != agent])
             yield t, "ticket.assigned", {"ticket_id": tid, "team": team, "agent_id": agent}
         t += sim.delay(FIRST_REPLY_MEDIAN[priority] * 0.6)
 

@@ -404,7 +404,8 @@ def event_logs(draw):
             elif kind == "solved":
                 data, etype = dict(agent_id=None, time_spent_seconds=spent), "ticket.solved"
             elif kind == "assigned":
-                data, etype = dict(team=draw(st.sampled_from(TEAMS)), agent_id=None), "ticket.assigned"
+                data = dict(team=draw(st.sampled_from(TEAMS)), agent_id=draw(st.sampled_from([None, "g1", "g2"])))
+                etype = "ticket.assigned"
             else:
                 data, etype = {}, f"ticket.{kind}"
             events.append(dict(type=etype, time=t, data=data, tid=tid))
