@@ -734,17 +734,25 @@ def decoded_subscriptions(seed, start, duration, rate, profile, faults=None):
     return out
 
 
-def check_against_reference(decoded, nows, cfg):
+def check_against_reference(decoded, nows, cfg, skip=()):
+    """The engine fed ``decoded`` equals the reference at each of ``nows``, but for the metrics
+    named in ``skip`` (without the prefix)."""
     dicts = [plain(e) for e in decoded]
     run = engine(cfg).feed(decoded)
     assert run.duplicates == len(decoded) - len({e.id for e in decoded})
+
+    def kept(x):
+        return {k: v for k, v in x.items() if k[0][len(P):] not in skip}
+
     for now in nows:
         got = samples(run.index, now)
-        assert_same(got, ref.compute(dicts, now, revenue_params(cfg)))
+        assert_same(kept(got), kept(ref.compute(dicts, now, revenue_params(cfg))))
     return got
 
 
-@pytest.mark.parametrize("seed", [2, 11])
+# Seeds whose 8-hour logs end with a scheduled cancellation still pending (seeds 2 and 7 do not
+# since the generator's ticket world draws more random numbers): every churn kind is exercised.
+@pytest.mark.parametrize("seed", [3, 11])
 def test_generator_fast_profile_with_faults_matches_reference(seed):
     from stream_app.tools.generator import Faults, Profile
 
@@ -769,5 +777,8 @@ def test_generator_realistic_months_match_reference():
 
     start = d(1, 1)
     dec = decoded_subscriptions(5, start, 80 * DAY, 0.004, Profile(initial_accounts=20))
-    got = check_against_reference(dec, (start + 80 * DAY, start + 95 * DAY), RevenueConfig())
+    # 95 days are more than keep_seconds (64 d): accounts that never paid are gone by the end,
+    # which the reference does not model (exact_part; hand-worked: test_accounts_tracked_*)
+    got = check_against_reference(dec, (start + 80 * DAY, start + 95 * DAY), RevenueConfig(),
+                                  skip=("accounts_tracked",))
     assert got[(P + "renewals_renewed", lab(period="previous_month"))] > 0
