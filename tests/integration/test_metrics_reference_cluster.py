@@ -46,7 +46,7 @@ def test_one_worker_on_a_redis_cluster_equals_reference(stack, redis_cluster, tm
         wait_for(lambda: total(worker.samples(), "stream_app_events_consumed_total") >= len(events),
                  timeout=300, interval=1.0, message="every event consumed")  # fmt: skip
         wait_for(lambda: caught_up(worker), timeout=120, interval=1.0, message="caught up")
-        assert assert_equals_reference([worker], valid, settings, stack.bootstrap) > 100
+        assert assert_equals_reference([worker], valid, settings, stack.bootstrap, settle=60) > 100
         samples = worker.samples()
         assert total(samples, "stream_app_store_redis_up") == len(samples["stream_app_store_redis_up"]) > 0
         # The checkpoints are in the cluster, each partition on the master serving its slot.
@@ -61,6 +61,6 @@ def test_one_worker_on_a_redis_cluster_equals_reference(stack, redis_cluster, tm
         loaded = sum(int(n) for n in re.findall(r"loaded partition \d+: (\d+) keys", log))
         assert loaded > 0, "the restarted worker loaded its states from the cluster"
         assert "rebuilt from its source topic's start" not in log
-        assert_equals_reference([worker], valid, settings, stack.bootstrap)
+        assert_equals_reference([worker], valid, settings, stack.bootstrap, settle=60)
     finally:
         worker.stop()

@@ -214,9 +214,16 @@ def compare_with_reference(workers: list, valid: list[dict], settings: Settings,
 
 
 def assert_equals_reference(workers: list, valid: list[dict], settings: Settings, bootstrap: str,
-                            at: float | None = None) -> int:
+                            at: float | None = None, settle: float = 0.0) -> int:
     """``compare_with_reference`` finds nothing missing, lost, double counted or extra; returns
-    how many samples it checked."""
-    diff = compare_with_reference(workers, valid, settings, bootstrap, at)
-    assert diff["missing"] == diff["lost"] == diff["double"] == diff["extra"] == 0, diff
+    how many samples it checked. ``settle``: seconds to keep comparing until it does (the health
+    stage applies the last checkpoint's signals after the inputs' offsets are committed)."""
+    deadline = time.monotonic() + settle
+    while True:
+        diff = compare_with_reference(workers, valid, settings, bootstrap, at)
+        clean = diff["missing"] == diff["lost"] == diff["double"] == diff["extra"] == 0
+        if clean or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    assert clean, diff
     return diff["checked"]
