@@ -150,6 +150,22 @@ def test_installing_twice_wraps_once():
     asyncio.run(scenario())
 
 
+def _rebalance_to_checkpoint(kafka: ScriptedKafka, fast: bool, position: int, read_for: float) -> FaustWorker:
+    """A guarded worker whose checkpoints put every source partition at ``position``, through
+    one rebalance (its seek), then reading for ``read_for`` seconds at most."""
+
+    async def from_checkpoint(tps):
+        return {tp: position for tp in tps}
+
+    async def scenario():
+        async with FaustWorker(kafka, guard=True, fast=fast, positions_from=from_checkpoint) as worker:
+            await worker.rebalance()
+            await worker.run_until_read(timeout=read_for)
+        return worker
+
+    return asyncio.run(scenario())
+
+
 @FAST
 def test_a_checkpoint_position_ahead_of_kafka_is_committed_after_the_seek(fast):
     # The checkpoint says the states include offsets 0..4 of the tickets partition, Kafka's
@@ -157,17 +173,7 @@ def test_a_checkpoint_position_ahead_of_kafka_is_committed_after_the_seek(fast):
     # next commit), and nothing new arrives. The seek reads from 5; Faust, which takes 5 for
     # its committed offset, would never commit it: the group's lag would stay at 3.
     kafka = ScriptedKafka({TICKETS: 5}, {TICKETS: 2})
-
-    async def from_checkpoint(tps):
-        return {tp: 5 for tp in tps}
-
-    async def scenario():
-        async with FaustWorker(kafka, guard=True, fast=fast, positions_from=from_checkpoint) as worker:
-            await worker.rebalance()
-            await worker.run_until_read(timeout=0.2)
-        return worker
-
-    worker = asyncio.run(scenario())
+    worker = _rebalance_to_checkpoint(kafka, fast, 5, read_for=0.2)
     assert kafka.seeks[-1] == (TICKETS, 5)
     assert worker.received == []  # nothing to read past the checkpoint
     assert kafka.committed[TICKETS] == 5
@@ -185,17 +191,7 @@ def test_a_checkpoint_position_at_kafkas_commit_commits_nothing(fast):
         return await kafka_commit(offsets)
 
     kafka.commit = recording
-
-    async def from_checkpoint(tps):
-        return {tp: 3 for tp in tps}
-
-    async def scenario():
-        async with FaustWorker(kafka, guard=True, fast=fast, positions_from=from_checkpoint) as worker:
-            await worker.rebalance()
-            await worker.run_until_read(timeout=0.5)
-        return worker
-
-    worker = asyncio.run(scenario())
+    worker = _rebalance_to_checkpoint(kafka, fast, 3, read_for=0.5)
     assert worker.received == [(TICKETS, 3), (TICKETS, 4)]
     assert worker.guard.committed_ahead == 0
     assert all(TICKETS not in c or c[TICKETS] != 3 for c in commits)
